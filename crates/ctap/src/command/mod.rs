@@ -1,0 +1,1 @@
+//! Authenticator API commands (CTAP 2.2 §6).

@@ -1,0 +1,1 @@
+//! WebAuthn objects built from CTAP responses (WebAuthn Level 3).

@@ -1,0 +1,1 @@
+//! passkeyd: creates LoginID passkeys on FIDO security keys.
