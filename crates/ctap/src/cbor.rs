@@ -1,1 +1,389 @@
-//! (in progress)
+//! CTAP2 canonical CBOR encoding and lenient decoding (CTAP 2.2 §8 "Message Encoding").
+//!
+//! Requests are built as [`Value`] trees and encoded with [`to_canonical_vec`], which applies
+//! the CTAP2 canonical form: definite lengths, shortest integer encodings (ciborium does both)
+//! and map keys sorted by major type, then encoded length, then bytewise. Authenticators must
+//! not rely on that for responses, and real keys do not always emit it, so [`from_slice`]
+//! accepts any well-formed CBOR and the typed readers ([`IntMap`], [`TextMap`]) skip members
+//! they do not know instead of failing.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+pub use ciborium::Value;
+
+/// Nesting limit for decoding. CTAP structures nest at most four levels (getInfo → certifications
+/// → ...); anything deeper is hostile and would only cost stack.
+const RECURSION_LIMIT: usize = 16;
+
+/// Why a value could not be encoded as CTAP2 canonical CBOR.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// CTAP2 canonical CBOR forbids floating-point numbers and tags in requests.
+    #[error("CTAP2 canonical CBOR cannot carry {0}")]
+    Forbidden(&'static str),
+    /// Two members of one map have the same key.
+    #[error("duplicate map key")]
+    DuplicateKey,
+    /// The CBOR serializer failed (it cannot for in-memory output, but its error is typed).
+    #[error("CBOR serialization failed")]
+    Serialize,
+}
+
+/// Why bytes from an authenticator could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not well-formed CBOR, or nested deeper than any CTAP structure.
+    #[error("malformed CBOR")]
+    Malformed,
+    /// Well-formed CBOR followed by extra bytes.
+    #[error("{0} trailing bytes after the CBOR item")]
+    TrailingBytes(usize),
+    /// The response had no body where one was required.
+    #[error("empty response body")]
+    Empty,
+    /// A member had the wrong CBOR type.
+    #[error("{field}: expected {expected}")]
+    UnexpectedType {
+        /// The spec's name of the member.
+        field: &'static str,
+        /// What the spec requires.
+        expected: &'static str,
+    },
+    /// A required member is absent.
+    #[error("missing required member {0}")]
+    Missing(&'static str),
+    /// A member's value is outside the range the spec allows.
+    #[error("{0}: value out of range")]
+    OutOfRange(&'static str),
+    /// A map contains the same key twice (CTAP 2.2 §8: keys are unique).
+    #[error("{0}: duplicate map key")]
+    DuplicateKey(&'static str),
+}
+
+/// Encodes `value` in CTAP2 canonical form.
+pub fn to_canonical_vec(value: &Value) -> Result<Vec<u8>, EncodeError> {
+    let canonical = canonicalize(value)?;
+    let mut out = Vec::new();
+    ciborium::into_writer(&canonical, &mut out).map_err(|_| EncodeError::Serialize)?;
+    Ok(out)
+}
+
+/// Decodes exactly one CBOR item from `bytes`, rejecting trailing bytes.
+pub fn from_slice(bytes: &[u8]) -> Result<Value, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let mut reader = bytes;
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut reader, RECURSION_LIMIT)
+        .map_err(|_| DecodeError::Malformed)?;
+    if reader.is_empty() {
+        Ok(value)
+    } else {
+        Err(DecodeError::TrailingBytes(reader.len()))
+    }
+}
+
+/// Returns a copy of `value` with every map sorted in CTAP2 canonical key order.
+fn canonicalize(value: &Value) -> Result<Value, EncodeError> {
+    Ok(match value {
+        Value::Float(_) => return Err(EncodeError::Forbidden("floating-point numbers")),
+        Value::Tag(..) => return Err(EncodeError::Forbidden("tags")),
+        Value::Array(items) => Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?),
+        Value::Map(entries) => {
+            let mut keyed = entries
+                .iter()
+                .map(|(k, v)| {
+                    let k = canonicalize(k)?;
+                    let mut encoded = Vec::new();
+                    ciborium::into_writer(&k, &mut encoded).map_err(|_| EncodeError::Serialize)?;
+                    Ok((encoded, k, canonicalize(v)?))
+                })
+                .collect::<Result<Vec<_>, EncodeError>>()?;
+            keyed.sort_by(|a, b| canonical_key_order(&a.0, &b.0));
+            if keyed.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(EncodeError::DuplicateKey);
+            }
+            Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
+        }
+        other => other.clone(),
+    })
+}
+
+/// CTAP 2.2 §8 key order: lower major type first, then shorter encoding, then bytewise.
+///
+/// This differs from RFC 7049 §3.9 ("length first") only when keys of different major types
+/// have different lengths, e.g. `24` sorts before `-1` here.
+fn canonical_key_order(a: &[u8], b: &[u8]) -> Ordering {
+    let major = |bytes: &[u8]| bytes.first().map(|b| b >> 5);
+    major(a)
+        .cmp(&major(b))
+        .then(a.len().cmp(&b.len()))
+        .then_with(|| a.cmp(b))
+}
+
+/// A decoded CBOR map with integer keys, as used by every CTAP2 command and response.
+///
+/// Members are taken out by key; members nobody asks for are simply dropped, which is how
+/// unknown (newer) members are skipped. Text keys in an integer-keyed map are ignored too.
+#[derive(Debug, Default)]
+pub struct IntMap {
+    entries: BTreeMap<i64, Value>,
+    context: &'static str,
+}
+
+impl IntMap {
+    /// Interprets `value` as an integer-keyed map; `context` names the structure in errors.
+    pub fn new(value: Value, context: &'static str) -> Result<Self, DecodeError> {
+        let Value::Map(pairs) = value else {
+            return Err(DecodeError::UnexpectedType { field: context, expected: "map" });
+        };
+        let mut entries = BTreeMap::new();
+        for (key, value) in pairs {
+            let Some(key) = key.as_integer().and_then(|i| i64::try_from(i).ok()) else {
+                continue;
+            };
+            if entries.insert(key, value).is_some() {
+                return Err(DecodeError::DuplicateKey(context));
+            }
+        }
+        Ok(Self { entries, context })
+    }
+
+    /// Decodes `bytes` as an integer-keyed map.
+    pub fn from_slice(bytes: &[u8], context: &'static str) -> Result<Self, DecodeError> {
+        Self::new(from_slice(bytes)?, context)
+    }
+
+    /// Removes and returns the raw value under `key`.
+    pub fn take(&mut self, key: i64) -> Option<Value> {
+        self.entries.remove(&key)
+    }
+
+    /// Whether any member is left (e.g. unknown members a caller may want to log).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The keys not taken yet.
+    pub fn remaining_keys(&self) -> impl Iterator<Item = i64> + '_ {
+        self.entries.keys().copied()
+    }
+
+    /// The structure name given at construction.
+    pub fn context(&self) -> &'static str {
+        self.context
+    }
+}
+
+/// A decoded CBOR map with text keys (options, entities, extensions, attestation objects).
+#[derive(Debug, Default)]
+pub struct TextMap {
+    entries: BTreeMap<String, Value>,
+    context: &'static str,
+}
+
+impl TextMap {
+    /// Interprets `value` as a text-keyed map; non-text keys are ignored.
+    pub fn new(value: Value, context: &'static str) -> Result<Self, DecodeError> {
+        let Value::Map(pairs) = value else {
+            return Err(DecodeError::UnexpectedType { field: context, expected: "map" });
+        };
+        let mut entries = BTreeMap::new();
+        for (key, value) in pairs {
+            let Value::Text(key) = key else { continue };
+            if entries.insert(key, value).is_some() {
+                return Err(DecodeError::DuplicateKey(context));
+            }
+        }
+        Ok(Self { entries, context })
+    }
+
+    /// Removes and returns the raw value under `key`.
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        self.entries.remove(key)
+    }
+
+    /// Iterates over the members not taken yet.
+    pub fn into_entries(self) -> impl Iterator<Item = (String, Value)> {
+        self.entries.into_iter()
+    }
+
+    /// Whether no member is left.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The structure name given at construction.
+    pub fn context(&self) -> &'static str {
+        self.context
+    }
+}
+
+/// Typed conversions from a [`Value`], naming the member in the error.
+///
+/// `field` is the spec's name of the member, used only for error messages.
+pub mod conv {
+    use super::{DecodeError, IntMap, TextMap, Value};
+
+    fn wrong(field: &'static str, expected: &'static str) -> DecodeError {
+        DecodeError::UnexpectedType { field, expected }
+    }
+
+    /// A byte string.
+    pub fn bytes(v: Value, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+        match v {
+            Value::Bytes(b) => Ok(b),
+            _ => Err(wrong(field, "byte string")),
+        }
+    }
+
+    /// A byte string of exactly `N` bytes.
+    pub fn byte_array<const N: usize>(v: Value, field: &'static str) -> Result<[u8; N], DecodeError> {
+        bytes(v, field)?.try_into().map_err(|_| DecodeError::OutOfRange(field))
+    }
+
+    /// A text string.
+    pub fn text(v: Value, field: &'static str) -> Result<String, DecodeError> {
+        match v {
+            Value::Text(s) => Ok(s),
+            _ => Err(wrong(field, "text string")),
+        }
+    }
+
+    /// A boolean.
+    pub fn boolean(v: Value, field: &'static str) -> Result<bool, DecodeError> {
+        match v {
+            Value::Bool(b) => Ok(b),
+            _ => Err(wrong(field, "boolean")),
+        }
+    }
+
+    /// An integer that fits `T`.
+    pub fn int<T: TryFrom<i128>>(v: Value, field: &'static str) -> Result<T, DecodeError> {
+        match v {
+            Value::Integer(i) => T::try_from(i128::from(i)).map_err(|_| DecodeError::OutOfRange(field)),
+            _ => Err(wrong(field, "integer")),
+        }
+    }
+
+    /// An array, element type left to the caller.
+    pub fn array(v: Value, field: &'static str) -> Result<Vec<Value>, DecodeError> {
+        match v {
+            Value::Array(a) => Ok(a),
+            _ => Err(wrong(field, "array")),
+        }
+    }
+
+    /// An array whose every element converts with `each`.
+    pub fn array_of<T>(
+        v: Value,
+        field: &'static str,
+        each: impl Fn(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        array(v, field)?.into_iter().map(|e| each(e, field)).collect()
+    }
+
+    /// A text-keyed map.
+    pub fn text_map(v: Value, field: &'static str) -> Result<TextMap, DecodeError> {
+        TextMap::new(v, field)
+    }
+
+    /// An integer-keyed map.
+    pub fn int_map(v: Value, field: &'static str) -> Result<IntMap, DecodeError> {
+        IntMap::new(v, field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn sorts_integer_keys_by_major_type_then_length() {
+        // COSE key order from CTAP 2.2 §6.5.6: 1, 3, -1, -2, -3.
+        let v = Value::Map(vec![
+            (Value::from(-3), Value::from(0)),
+            (Value::from(1), Value::from(2)),
+            (Value::from(-1), Value::from(1)),
+            (Value::from(3), Value::from(-25)),
+            (Value::from(-2), Value::from(0)),
+        ]);
+        assert_eq!(hex(&to_canonical_vec(&v).unwrap()), "a50102033818200121002200");
+    }
+
+    #[test]
+    fn sorts_text_keys_length_first() {
+        // {"type": "public-key", "alg": -7} → "alg" sorts before "type".
+        let v = Value::Map(vec![
+            (Value::from("type"), Value::from("public-key")),
+            (Value::from("alg"), Value::from(-7)),
+        ]);
+        assert_eq!(
+            hex(&to_canonical_vec(&v).unwrap()),
+            "a263616c672664747970656a7075626c69632d6b6579"
+        );
+    }
+
+    #[test]
+    fn ctap_order_differs_from_rfc7049_for_mixed_major_types() {
+        let v = Value::Map(vec![(Value::from(-1), Value::Null), (Value::from(24), Value::Null)]);
+        assert_eq!(hex(&to_canonical_vec(&v).unwrap()), "a21818f620f6");
+    }
+
+    #[test]
+    fn sorts_nested_maps_and_uses_shortest_integers() {
+        let inner = Value::Map(vec![(Value::from("uv"), Value::from(true)), (Value::from("rk"), Value::from(true))]);
+        let v = Value::Array(vec![inner, Value::from(500), Value::from(23), Value::from(24)]);
+        assert_eq!(hex(&to_canonical_vec(&v).unwrap()), "84a262726bf5627576f51901f4171818");
+    }
+
+    #[test]
+    fn rejects_floats_tags_and_duplicates() {
+        assert_eq!(to_canonical_vec(&Value::Float(1.0)), Err(EncodeError::Forbidden("floating-point numbers")));
+        assert!(matches!(
+            to_canonical_vec(&Value::Tag(24, Box::new(Value::Null))),
+            Err(EncodeError::Forbidden(_))
+        ));
+        let dup = Value::Map(vec![(Value::from(1), Value::Null), (Value::from(1), Value::Null)]);
+        assert_eq!(to_canonical_vec(&dup), Err(EncodeError::DuplicateKey));
+    }
+
+    #[test]
+    fn decoding_is_lenient_about_order_but_strict_about_form() {
+        // Non-canonical order {2: h'', 1: 0} decodes fine.
+        let mut map = IntMap::from_slice(&[0xa2, 0x02, 0x40, 0x01, 0x00], "t").unwrap();
+        assert_eq!(map.take(1), Some(Value::from(0)));
+        assert_eq!(conv::bytes(map.take(2).unwrap(), "two").unwrap(), Vec::<u8>::new());
+        assert!(map.is_empty());
+
+        assert_eq!(from_slice(&[]), Err(DecodeError::Empty));
+        assert_eq!(from_slice(&[0xa1, 0x01]), Err(DecodeError::Malformed));
+        assert_eq!(from_slice(&[0x00, 0x00]), Err(DecodeError::TrailingBytes(1)));
+        // A byte string claiming 2^32 bytes with 1 present must fail, not allocate.
+        assert_eq!(from_slice(&[0x5a, 0xff, 0xff, 0xff, 0xff, 0x00]), Err(DecodeError::Malformed));
+        // Nesting deeper than any CTAP structure.
+        assert_eq!(from_slice(&[0x81; 64]), Err(DecodeError::Malformed));
+        assert_eq!(
+            IntMap::from_slice(&[0xa2, 0x01, 0x00, 0x01, 0x01], "t").unwrap_err(),
+            DecodeError::DuplicateKey("t")
+        );
+        assert!(matches!(IntMap::from_slice(&[0x80], "t"), Err(DecodeError::UnexpectedType { .. })));
+    }
+
+    #[test]
+    fn conversions_name_the_member() {
+        assert_eq!(
+            conv::text(Value::from(1), "versions"),
+            Err(DecodeError::UnexpectedType { field: "versions", expected: "text string" })
+        );
+        assert_eq!(conv::int::<u8>(Value::from(300), "n"), Err(DecodeError::OutOfRange("n")));
+        assert_eq!(conv::byte_array::<2>(Value::Bytes(vec![1]), "a"), Err(DecodeError::OutOfRange("a")));
+    }
+}
