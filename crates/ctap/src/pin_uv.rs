@@ -525,7 +525,8 @@ pub struct ChangePinParameters {
     pub pin_uv_auth_param: Vec<u8>,
 }
 
-/// A pinUvAuthToken (CTAP 2.2 §6.5.2), length-checked for its protocol.
+/// A pinUvAuthToken as returned by the token-issuing clientPIN subcommands (CTAP 2.2
+/// §6.5.5.7), length-checked for its protocol.
 ///
 /// Zeroized on drop; its `Debug` output shows the protocol and length only.
 #[derive(Clone)]
@@ -557,9 +558,9 @@ impl PinUvAuthToken {
         self.protocol
     }
 
-    /// `authenticate(pinUvAuthToken, message)`: the `pinUvAuthParam` of a command, e.g. over
-    /// the clientDataHash of authenticatorMakeCredential (CTAP 2.2 §6.1.2, step 1 of the
-    /// platform's processing). 16 bytes for protocol one, 32 for protocol two.
+    /// `authenticate(pinUvAuthToken, message)`: the `pinUvAuthParam` of a command, e.g.
+    /// authenticatorMakeCredential's (0x08), computed over its clientDataHash (CTAP 2.2 §6.1).
+    /// 16 bytes for protocol one, 32 for protocol two.
     pub fn authenticate(&self, message: &[u8]) -> Vec<u8> {
         self.protocol.authenticate(&self.bytes, message)
     }
@@ -624,9 +625,8 @@ impl Pin {
         if pin.len() > PIN_INPUT_LIMIT {
             return Err(Error::PinTooLong { bytes: pin.len() });
         }
-        // NFC expands UTF-8 text by at most a factor of three (UAX #15 §9, "Stream-Safe Text
-        // Format" table of maximum expansion), so the buffer never reallocates and leaves no
-        // unzeroized copy behind.
+        // NFC expands UTF-8 text by at most a factor of three (UAX #15, maximum expansion
+        // factors), so the buffer never reallocates and leaves no unzeroized copy behind.
         let mut normalized = Zeroizing::new(String::with_capacity(3 * pin.len()));
         normalized.extend(pin.nfc());
         let minimum = min_pin_length.max(Self::MIN_CODE_POINTS);
