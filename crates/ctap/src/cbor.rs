@@ -86,6 +86,25 @@ pub fn from_slice(bytes: &[u8]) -> Result<Value, DecodeError> {
     }
 }
 
+/// Checks the body of a response that the spec defines as empty (authenticatorReset,
+/// authenticatorSelection, clientPIN setPIN/changePIN).
+///
+/// Accepts no bytes at all, which is what keys send, and also a CBOR map whose members are
+/// ignored, since some keys answer with `{}` instead. Anything else is reported: a key that
+/// sends a non-map here is not speaking CTAP2.
+pub fn empty_body(bytes: &[u8], context: &'static str) -> Result<(), DecodeError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match from_slice(bytes)? {
+        Value::Map(_) => Ok(()),
+        _ => Err(DecodeError::UnexpectedType {
+            field: context,
+            expected: "empty body or map",
+        }),
+    }
+}
+
 /// Returns a copy of `value` with every map sorted in CTAP2 canonical key order.
 fn canonicalize(value: &Value) -> Result<Value, EncodeError> {
     Ok(match value {
@@ -167,6 +186,27 @@ impl IntMap {
         self.entries.remove(&key)
     }
 
+    /// Takes the member under `key` and converts it with `convert`, or reports it
+    /// [`DecodeError::Missing`] under the spec name `field`.
+    pub fn required<T>(
+        &mut self,
+        key: i64,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        convert(self.take(key).ok_or(DecodeError::Missing(field))?, field)
+    }
+
+    /// Takes the member under `key`, if present, and converts it with `convert`.
+    pub fn optional<T>(
+        &mut self,
+        key: i64,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        self.take(key).map(|v| convert(v, field)).transpose()
+    }
+
     /// Whether any member is left (e.g. unknown members a caller may want to log).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -212,6 +252,27 @@ impl TextMap {
     /// Removes and returns the raw value under `key`.
     pub fn take(&mut self, key: &str) -> Option<Value> {
         self.entries.remove(key)
+    }
+
+    /// Takes the member under `key` and converts it with `convert`, or reports it
+    /// [`DecodeError::Missing`] under the spec name `field`.
+    pub fn required<T>(
+        &mut self,
+        key: &str,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        convert(self.take(key).ok_or(DecodeError::Missing(field))?, field)
+    }
+
+    /// Takes the member under `key`, if present, and converts it with `convert`.
+    pub fn optional<T>(
+        &mut self,
+        key: &str,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        self.take(key).map(|v| convert(v, field)).transpose()
     }
 
     /// Iterates over the members not taken yet.
