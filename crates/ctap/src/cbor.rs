@@ -492,6 +492,53 @@ mod tests {
     }
 
     #[test]
+    fn required_and_optional_members() {
+        // {1: 5, 2: "x"}
+        let mut map = IntMap::from_slice(&[0xa2, 0x01, 0x05, 0x02, 0x61, 0x78], "t").unwrap();
+        assert_eq!(map.required(1, "one", conv::int::<u8>), Ok(5));
+        assert_eq!(
+            map.required(1, "one", conv::int::<u8>),
+            Err(DecodeError::Missing("one"))
+        );
+        assert_eq!(map.optional(3, "three", conv::int::<u8>), Ok(None));
+        assert_eq!(
+            map.optional(2, "two", conv::int::<u8>),
+            Err(DecodeError::UnexpectedType {
+                field: "two",
+                expected: "integer"
+            })
+        );
+        // {"a": true}
+        let v = from_slice(&[0xa1, 0x61, 0x61, 0xf5]).unwrap();
+        let mut map = TextMap::new(v, "t").unwrap();
+        assert_eq!(map.optional("b", "b", conv::boolean), Ok(None));
+        assert_eq!(map.required("a", "a", conv::boolean), Ok(true));
+        assert_eq!(
+            map.required("a", "a", conv::boolean),
+            Err(DecodeError::Missing("a"))
+        );
+    }
+
+    #[test]
+    fn empty_bodies() {
+        assert_eq!(empty_body(&[], "r"), Ok(()));
+        assert_eq!(empty_body(&[0xa0], "r"), Ok(()));
+        assert_eq!(empty_body(&[0xa1, 0x01, 0x02], "r"), Ok(()));
+        assert_eq!(
+            empty_body(&[0xf6], "r"),
+            Err(DecodeError::UnexpectedType {
+                field: "r",
+                expected: "empty body or map"
+            })
+        );
+        assert_eq!(empty_body(&[0xa1], "r"), Err(DecodeError::Malformed));
+        assert_eq!(
+            empty_body(&[0xa0, 0xa0], "r"),
+            Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
     fn conversions_name_the_member() {
         assert_eq!(
             conv::text(Value::from(1), "versions"),

@@ -543,3 +543,315 @@ impl fmt::Debug for GetPinUvAuthTokenUsingPinWithPermissions {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ResponseError, decode_response, encode_request};
+    use crate::cose::{alg, curve};
+    use crate::status::StatusCode;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        hex::decode(s).unwrap()
+    }
+
+    fn platform_key() -> CoseKey {
+        CoseKey::Ec2 {
+            alg: Some(alg::ECDH_ES_HKDF_256),
+            crv: curve::P256,
+            x: vec![0x11; 32],
+            y: vec![0x22; 32],
+        }
+    }
+
+    /// {1: 2, 3: -25, -1: 1, -2: h'11..', -3: h'22..'} (CTAP 2.2 §6.5.6 key order).
+    fn cose_hex() -> String {
+        format!(
+            "a5 0102 033818 2001 215820{} 225820{}",
+            "11".repeat(32),
+            "22".repeat(32)
+        )
+    }
+
+    fn enc<C: Command>(c: &C) -> Vec<u8> {
+        encode_request(c).unwrap()
+    }
+
+    #[test]
+    fn encodes_retries_and_key_agreement_requests() {
+        assert_eq!(enc(&GetPinRetries::default()), unhex("06 a1 02 01"));
+        let with_protocol = GetPinRetries {
+            pin_uv_auth_protocol: Some(1),
+        };
+        assert_eq!(enc(&with_protocol), unhex("06 a2 01 01 02 01"));
+        let ka = GetKeyAgreement {
+            pin_uv_auth_protocol: 2,
+        };
+        assert_eq!(enc(&ka), unhex("06 a2 01 02 02 02"));
+        assert_eq!(enc(&GetUvRetries::default()), unhex("06 a1 02 07"));
+    }
+
+    #[test]
+    fn encodes_set_and_change_pin() {
+        let set = SetPin {
+            pin_uv_auth_protocol: 2,
+            key_agreement: platform_key(),
+            new_pin_enc: Zeroizing::new(vec![0x33; 80]),
+            pin_uv_auth_param: vec![0x44; 32],
+        };
+        let expected = format!(
+            "06 a5 0102 0203 03{} 045820{} 055850{}",
+            cose_hex(),
+            "44".repeat(32),
+            "33".repeat(80)
+        );
+        assert_eq!(enc(&set), unhex(&expected));
+
+        let change = ChangePin {
+            pin_uv_auth_protocol: 2,
+            key_agreement: platform_key(),
+            pin_hash_enc: Zeroizing::new(vec![0x55; 32]),
+            new_pin_enc: Zeroizing::new(vec![0x33; 80]),
+            pin_uv_auth_param: vec![0x44; 32],
+        };
+        let expected = format!(
+            "06 a6 0102 0204 03{} 045820{} 055850{} 065820{}",
+            cose_hex(),
+            "44".repeat(32),
+            "33".repeat(80),
+            "55".repeat(32)
+        );
+        assert_eq!(enc(&change), unhex(&expected));
+    }
+
+    #[test]
+    fn encodes_token_requests() {
+        let legacy = GetPinToken {
+            pin_uv_auth_protocol: 1,
+            key_agreement: platform_key(),
+            pin_hash_enc: Zeroizing::new(vec![0x55; 16]),
+        };
+        let expected = format!("06 a4 0101 0205 03{} 0650{}", cose_hex(), "55".repeat(16));
+        assert_eq!(enc(&legacy), unhex(&expected));
+
+        let uv = GetPinUvAuthTokenUsingUvWithPermissions {
+            pin_uv_auth_protocol: 2,
+            key_agreement: platform_key(),
+            permissions: Permissions::MAKE_CREDENTIAL | Permissions::GET_ASSERTION,
+            rp_id: Some("example.com".into()),
+        };
+        let expected = format!(
+            "06 a5 0102 0206 03{} 0903 0a6b6578616d706c652e636f6d",
+            cose_hex()
+        );
+        assert_eq!(enc(&uv), unhex(&expected));
+
+        // 0x51 = mc | lbw | pcmr, encoded as 18 51; no rpId member without an RP.
+        let pin = GetPinUvAuthTokenUsingPinWithPermissions {
+            pin_uv_auth_protocol: 2,
+            key_agreement: platform_key(),
+            pin_hash_enc: Zeroizing::new(vec![0x55; 32]),
+            permissions: Permissions::MAKE_CREDENTIAL
+                | Permissions::LARGE_BLOB_WRITE
+                | Permissions::PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY,
+            rp_id: None,
+        };
+        let expected = format!(
+            "06 a5 0102 0209 03{} 065820{} 091851",
+            cose_hex(),
+            "55".repeat(32)
+        );
+        assert_eq!(enc(&pin), unhex(&expected));
+    }
+
+    #[test]
+    fn permissions_behave_like_bitflags() {
+        let mut p = Permissions::empty();
+        assert!(p.is_empty());
+        p |= Permissions::MAKE_CREDENTIAL;
+        p |= Permissions::LARGE_BLOB_WRITE;
+        assert_eq!(p.bits(), 0x11);
+        assert!(p.contains(Permissions::MAKE_CREDENTIAL));
+        assert!(!p.contains(Permissions::MAKE_CREDENTIAL | Permissions::GET_ASSERTION));
+        assert!(p.requires_rp_id());
+        assert!(!Permissions::CREDENTIAL_MANAGEMENT.requires_rp_id());
+        assert_eq!(Permissions::from_bits_retain(0x80).bits(), 0x80);
+        let all = [
+            Permissions::MAKE_CREDENTIAL,
+            Permissions::GET_ASSERTION,
+            Permissions::CREDENTIAL_MANAGEMENT,
+            Permissions::BIO_ENROLLMENT,
+            Permissions::LARGE_BLOB_WRITE,
+            Permissions::AUTHENTICATOR_CONFIGURATION,
+            Permissions::PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY,
+        ];
+        let bits: Vec<u8> = all.iter().map(|p| p.bits()).collect();
+        assert_eq!(bits, [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40]);
+    }
+
+    #[test]
+    fn decodes_every_response_member() {
+        let body = unhex(&format!(
+            "a6 01{} 0250{} 0308 04f5 0502 1863f6",
+            cose_hex(),
+            "77".repeat(16)
+        ));
+        let r = Response::from_cbor(&body).unwrap();
+        assert_eq!(r.key_agreement, Some(platform_key()));
+        assert_eq!(r.pin_uv_auth_token.as_deref(), Some(&vec![0x77; 16]));
+        assert_eq!(r.pin_retries, Some(8));
+        assert_eq!(r.power_cycle_state, Some(true));
+        assert_eq!(r.uv_retries, Some(2));
+        assert_eq!(Response::from_cbor(&[]).unwrap(), Response::default());
+        let debug = format!("{r:?}");
+        assert!(debug.contains("<16 secret bytes>"), "{debug}");
+        assert!(!debug.contains("119, 119"), "{debug}");
+    }
+
+    #[test]
+    fn decodes_per_subcommand_responses() {
+        let ok = |body: &str| [&[0x00][..], &unhex(body)].concat();
+        assert_eq!(
+            decode_response::<GetPinRetries>(&ok("a2 0308 04f4")).unwrap(),
+            PinRetries {
+                pin_retries: 8,
+                power_cycle_state: Some(false)
+            }
+        );
+        assert_eq!(
+            decode_response::<GetKeyAgreement>(&ok(&format!("a1 01{}", cose_hex())))
+                .unwrap()
+                .key_agreement,
+            platform_key()
+        );
+        let token = format!("a1 025830{}", "66".repeat(48));
+        assert_eq!(
+            *decode_response::<GetPinToken>(&ok(&token))
+                .unwrap()
+                .encrypted,
+            vec![0x66; 48]
+        );
+        assert_eq!(
+            decode_response::<GetPinUvAuthTokenUsingPinWithPermissions>(&ok(&token))
+                .unwrap()
+                .encrypted
+                .len(),
+            48
+        );
+        assert_eq!(
+            decode_response::<GetPinUvAuthTokenUsingUvWithPermissions>(&ok(&token))
+                .unwrap()
+                .encrypted
+                .len(),
+            48
+        );
+        assert_eq!(
+            decode_response::<GetUvRetries>(&ok("a1 0503")).unwrap(),
+            UvRetries { uv_retries: 3 }
+        );
+        // setPIN/changePIN: status byte alone, or an empty map.
+        decode_response::<SetPin>(&[0x00]).unwrap();
+        decode_response::<ChangePin>(&[0x00]).unwrap();
+        decode_response::<SetPin>(&[0x00, 0xa0]).unwrap();
+    }
+
+    #[test]
+    fn reports_missing_required_members() {
+        let ok = |body: &str| [&[0x00][..], &unhex(body)].concat();
+        let missing = |m| ResponseError::Decode(DecodeError::Missing(m));
+        assert_eq!(
+            decode_response::<GetPinRetries>(&[0x00]).unwrap_err(),
+            missing("pinRetries")
+        );
+        assert_eq!(
+            decode_response::<GetPinRetries>(&ok("a1 0503")).unwrap_err(),
+            missing("pinRetries")
+        );
+        assert_eq!(
+            decode_response::<GetKeyAgreement>(&ok("a0")).unwrap_err(),
+            missing("keyAgreement")
+        );
+        assert_eq!(
+            decode_response::<GetPinToken>(&ok("a1 0308")).unwrap_err(),
+            missing("pinUvAuthToken")
+        );
+        assert_eq!(
+            decode_response::<GetUvRetries>(&ok("a1 0308")).unwrap_err(),
+            missing("uvRetries")
+        );
+    }
+
+    #[test]
+    fn rejects_hostile_bodies_with_typed_errors() {
+        let wrong = |field, expected| DecodeError::UnexpectedType { field, expected };
+        let cases: &[(&str, DecodeError)] = &[
+            ("a1 03", DecodeError::Malformed),
+            ("a1 0308 ff", DecodeError::TrailingBytes(1)),
+            ("80", wrong("authenticatorClientPIN response", "map")),
+            ("a1 0320", DecodeError::OutOfRange("pinRetries")),
+            (
+                "a1 03 1b0000000100000000",
+                DecodeError::OutOfRange("pinRetries"),
+            ),
+            ("a1 03 6138", wrong("pinRetries", "integer")),
+            ("a1 04 01", wrong("powerCycleState", "boolean")),
+            ("a1 05 f5", wrong("uvRetries", "integer")),
+            ("a1 02 6178", wrong("pinUvAuthToken", "byte string")),
+            ("a1 01 80", wrong("COSE_Key", "map")),
+            ("a1 01 a1 0338 18", DecodeError::Missing("COSE_Key kty")),
+            (
+                "a2 0308 0307",
+                DecodeError::DuplicateKey("authenticatorClientPIN response"),
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                Response::from_cbor(&unhex(body)).unwrap_err(),
+                *expected,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            SetPin::decode(&unhex("80")).unwrap_err(),
+            wrong("setPIN response", "empty body or map")
+        );
+        assert_eq!(
+            ChangePin::decode(&unhex("a1")).unwrap_err(),
+            DecodeError::Malformed
+        );
+    }
+
+    #[test]
+    fn pin_errors_come_back_as_statuses() {
+        assert_eq!(
+            decode_response::<GetPinUvAuthTokenUsingPinWithPermissions>(&[0x31]).unwrap_err(),
+            ResponseError::Status(StatusCode::PinInvalid)
+        );
+        assert_eq!(
+            decode_response::<SetPin>(&[0x37]).unwrap_err(),
+            ResponseError::Status(StatusCode::PinPolicyViolation)
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secret_derived_bytes() {
+        let cmd = GetPinUvAuthTokenUsingPinWithPermissions {
+            pin_uv_auth_protocol: 2,
+            key_agreement: platform_key(),
+            pin_hash_enc: Zeroizing::new(vec![0x99; 32]),
+            permissions: Permissions::MAKE_CREDENTIAL,
+            rp_id: Some("example.com".into()),
+        };
+        let debug = format!("{cmd:?}");
+        assert!(debug.contains("<32 secret bytes>"), "{debug}");
+        assert!(!debug.contains("153"), "{debug}");
+        let token = PinUvAuthToken {
+            encrypted: Zeroizing::new(vec![0x99; 48]),
+        };
+        assert_eq!(
+            format!("{token:?}"),
+            "PinUvAuthToken { encrypted: <48 secret bytes> }"
+        );
+    }
+}

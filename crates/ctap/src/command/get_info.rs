@@ -417,11 +417,7 @@ impl Response {
                 conv::boolean,
             )?,
             enc_identifier: m.optional(ENC_IDENTIFIER, "encIdentifier", conv::bytes)?,
-            transports_for_reset: m.optional(
-                TRANSPORTS_FOR_RESET,
-                "transportsForReset",
-                texts,
-            )?,
+            transports_for_reset: m.optional(TRANSPORTS_FOR_RESET, "transportsForReset", texts)?,
             pin_complexity_policy: m.optional(
                 PIN_COMPLEXITY_POLICY,
                 "pinComplexityPolicy",
@@ -587,5 +583,308 @@ impl Response {
             .iter()
             .copied()
             .find(|p| platform_supported.contains(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ResponseError, decode_response, encode_request};
+    use crate::status::StatusCode;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        hex::decode(s).unwrap()
+    }
+
+    /// Every member 0x01–0x1F plus an unknown 0x20, hand-assembled.
+    const FULL: &str = "b820
+        01 84 665532465f5632 684649444f5f325f31 684649444f5f325f33 664649444f5f39
+        02 82 6b6372656450726f74656374 6b686d61632d736563726574
+        03 50 00112233445566778899aabbccddeeff
+        04 a5 62726b f5 627576 f4 69636c69656e7450696e f5 696675747572654f7074 f5
+              6e70696e557641757468546f6b656e f5
+        05 190800
+        06 82 02 01
+        07 08
+        08 1880
+        09 82 63757362 636e6663
+        0a 84 a2 63616c67 26 6474797065 6a7075626c69632d6b6579
+              a2 63616c67 27 6474797065 6a7075626c69632d6b6579
+              a2 63616c67 26 6474797065 6178
+              a2 63616c67 613f 6474797065 6178
+        0b 190400
+        0c f4
+        0d 06
+        0e 1a00050403
+        0f 1820
+        10 01
+        11 02
+        12 190200
+        13 a1 644649444f 02
+        14 1819
+        15 81 1b0102030405060708
+        16 82 667061636b6564 646e6f6e65
+        17 03
+        1818 f5
+        1819 45 0102030405
+        181a 81 63757362
+        181b f5
+        181c 53 68747470733a2f2f6578616d706c652e636f6d
+        181d 183f
+        181e 44 0a0b0c0d
+        181f 83 010203
+        1820 f6";
+
+    #[test]
+    fn request_is_the_command_byte_alone() {
+        assert_eq!(encode_request(&GetInfo).unwrap(), [0x04]);
+    }
+
+    #[test]
+    fn decodes_every_member() {
+        let info = decode_response::<GetInfo>(&[&[0x00][..], &unhex(FULL)].concat()).unwrap();
+        assert_eq!(
+            info.versions,
+            [
+                Version::U2fV2,
+                Version::Fido2_1,
+                Version::Fido2_3,
+                Version::Other("FIDO_9".into())
+            ]
+        );
+        assert_eq!(
+            info.extensions.as_deref(),
+            Some(&["credProtect".to_owned(), "hmac-secret".to_owned()][..])
+        );
+        assert_eq!(
+            info.aaguid,
+            *unhex("00112233445566778899aabbccddeeff").as_slice()
+        );
+        let options = info.options.as_ref().unwrap();
+        assert_eq!(options.len(), 5);
+        assert_eq!(options.get("futureOpt"), OptionState::On);
+        assert_eq!(info.max_msg_size, Some(2048));
+        assert_eq!(info.pin_uv_auth_protocols, Some(vec![2, 1]));
+        assert_eq!(info.max_credential_count_in_list, Some(8));
+        assert_eq!(info.max_credential_id_length, Some(128));
+        assert_eq!(
+            info.transports,
+            Some(vec!["usb".to_owned(), "nfc".to_owned()])
+        );
+        assert_eq!(
+            info.algorithms,
+            Some(vec![
+                PublicKeyCredentialParameters::public_key(-7),
+                PublicKeyCredentialParameters::public_key(-8),
+                PublicKeyCredentialParameters {
+                    cred_type: CredentialType::Other("x".into()),
+                    alg: -7
+                },
+            ])
+        );
+        assert_eq!(info.max_serialized_large_blob_array, Some(1024));
+        assert_eq!(info.force_pin_change, Some(false));
+        assert_eq!(info.min_pin_length, Some(6));
+        assert_eq!(info.firmware_version, Some(0x0005_0403));
+        assert_eq!(info.max_cred_blob_length, Some(32));
+        assert_eq!(info.max_rpids_for_set_min_pin_length, Some(1));
+        assert_eq!(info.preferred_platform_uv_attempts, Some(2));
+        assert_eq!(info.uv_modality, Some(0x200));
+        assert_eq!(
+            info.certifications,
+            Some(BTreeMap::from([("FIDO".to_owned(), 2)]))
+        );
+        assert_eq!(info.remaining_discoverable_credentials, Some(25));
+        assert_eq!(
+            info.vendor_prototype_config_commands,
+            Some(vec![0x0102_0304_0506_0708])
+        );
+        assert_eq!(
+            info.attestation_formats,
+            Some(vec!["packed".to_owned(), "none".to_owned()])
+        );
+        assert_eq!(info.uv_count_since_last_pin_entry, Some(3));
+        assert_eq!(info.long_touch_for_reset, Some(true));
+        assert_eq!(info.enc_identifier, Some(vec![1, 2, 3, 4, 5]));
+        assert_eq!(info.transports_for_reset, Some(vec!["usb".to_owned()]));
+        assert_eq!(info.pin_complexity_policy, Some(true));
+        assert_eq!(
+            info.pin_complexity_policy_url.as_deref(),
+            Some(&b"https://example.com"[..])
+        );
+        assert_eq!(info.max_pin_length, Some(63));
+        assert_eq!(
+            info.enc_cred_store_state,
+            Some(vec![0x0a, 0x0b, 0x0c, 0x0d])
+        );
+        assert_eq!(info.authenticator_config_commands, Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn accessors_apply_the_spec_semantics() {
+        let info = Response::from_cbor(&unhex(FULL)).unwrap();
+        assert!(info.supports(Version::Fido2_3));
+        assert!(!info.supports(Version::Fido2_0));
+        assert!(info.supports(Version::Other("FIDO_9".into())));
+        assert!(info.supports_ctap2());
+        assert!(info.supports_ctap2_1());
+        assert!(info.supports_extension("hmac-secret"));
+        assert!(!info.supports_extension("credBlob"));
+        assert_eq!(info.supports_algorithm(-8), Some(true));
+        assert_eq!(info.supports_algorithm(-257), Some(false));
+        assert_eq!(info.client_pin(), OptionState::On);
+        assert_eq!(info.uv(), OptionState::Off);
+        assert!(info.uv().is_present() && !info.uv().is_on());
+        assert_eq!(info.ep(), OptionState::Absent);
+        assert!(info.rk());
+        assert!(info.up());
+        assert!(info.pin_uv_auth_token());
+        assert!(!info.always_uv());
+        assert!(!info.make_cred_uv_not_rqd());
+        assert!(!info.no_mc_ga_permissions_with_client_pin());
+        assert_eq!(info.max_msg_size(), 2048);
+        assert_eq!(info.min_pin_length(), 6);
+        assert_eq!(info.max_pin_length(), 63);
+        assert!(!info.force_pin_change());
+        // The key prefers 2; a platform with only 1 gets 1.
+        assert_eq!(info.preferred_pin_uv_auth_protocol(&[1, 2]), Some(2));
+        assert_eq!(info.preferred_pin_uv_auth_protocol(&[1]), Some(1));
+        assert_eq!(info.preferred_pin_uv_auth_protocol(&[3]), None);
+    }
+
+    #[test]
+    fn minimal_response_gets_the_defaults() {
+        // {1: ["FIDO_2_0"], 3: h'00..00'}
+        let body = unhex("a2 01 81 684649444f5f325f30 03 50 00000000000000000000000000000000");
+        let info = Response::from_cbor(&body).unwrap();
+        assert_eq!(info.versions, [Version::Fido2_0]);
+        assert!(info.supports_ctap2());
+        assert!(!info.supports_ctap2_1());
+        assert_eq!(info.max_msg_size(), DEFAULT_MAX_MSG_SIZE);
+        assert_eq!(info.min_pin_length(), 4);
+        assert_eq!(info.max_pin_length(), 63);
+        assert_eq!(info.client_pin(), OptionState::Absent);
+        assert!(info.up());
+        assert!(!info.rk());
+        assert_eq!(info.supports_algorithm(-7), None);
+        assert_eq!(info.preferred_pin_uv_auth_protocol(&[1, 2]), None);
+        assert!(info.options.is_none() && info.certifications.is_none());
+    }
+
+    #[test]
+    fn ctap20_keys_without_a_protocol_list_imply_protocol_one() {
+        // {1: ["FIDO_2_0"], 3: h'00..00', 4: {"clientPin": false}}
+        let body = unhex(
+            "a3 01 81 684649444f5f325f30 03 50 00000000000000000000000000000000
+                04 a1 69636c69656e7450696e f4",
+        );
+        let info = Response::from_cbor(&body).unwrap();
+        assert_eq!(info.client_pin(), OptionState::Off);
+        assert_eq!(info.preferred_pin_uv_auth_protocol(&[1, 2]), Some(1));
+        assert_eq!(info.preferred_pin_uv_auth_protocol(&[2]), None);
+    }
+
+    #[test]
+    fn u2f_only_versions_are_not_ctap2() {
+        let body = unhex("a2 01 81 665532465f5632 03 50 00000000000000000000000000000000");
+        let info = Response::from_cbor(&body).unwrap();
+        assert!(!info.supports_ctap2());
+        assert!(info.supports(Version::U2fV2));
+    }
+
+    #[test]
+    fn tolerates_sloppy_but_meaningful_encodings() {
+        const HEAD: &str = "01 81 684649444f5f325f30 03 50 00000000000000000000000000000000";
+        // pinComplexityPolicyURL as a text string, a non-text option key, non-canonical
+        // member order and a non-minimal integer.
+        let body = unhex(&format!(
+            "a5 181c 63 613a2f 04 a2 01 f5 62726b f5 05 1a00000400 {HEAD}"
+        ));
+        let info = Response::from_cbor(&body).unwrap();
+        assert_eq!(info.pin_complexity_policy_url.as_deref(), Some(&b"a:/"[..]));
+        assert_eq!(info.options.as_ref().map(Options::len), Some(1));
+        assert!(info.rk());
+        assert_eq!(info.max_msg_size(), 1024);
+    }
+
+    #[test]
+    fn rejects_hostile_bodies_with_typed_errors() {
+        const HEAD: &str = "01 81 684649444f5f325f30 03 50 00000000000000000000000000000000";
+        let with = |extra: &str| unhex(&format!("a3 {HEAD} {extra}"));
+        let wrong = |field, expected| DecodeError::UnexpectedType { field, expected };
+        let cases: Vec<(Vec<u8>, DecodeError)> = vec![
+            (Vec::new(), DecodeError::Empty),
+            (unhex("a2 01 81 68 4649"), DecodeError::Malformed),
+            (
+                unhex(&format!("a2 {HEAD} 00")),
+                DecodeError::TrailingBytes(1),
+            ),
+            (unhex("80"), wrong("authenticatorGetInfo response", "map")),
+            (
+                unhex("a1 03 50 00000000000000000000000000000000"),
+                DecodeError::Missing("versions"),
+            ),
+            (
+                unhex("a1 01 81 684649444f5f325f30"),
+                DecodeError::Missing("aaguid"),
+            ),
+            (
+                unhex("a2 01 684649444f5f325f30 03 50 00000000000000000000000000000000"),
+                wrong("versions", "array"),
+            ),
+            (
+                unhex("a2 01 81 02 03 50 00000000000000000000000000000000"),
+                wrong("versions", "text string"),
+            ),
+            (
+                unhex("a2 01 81 684649444f5f325f30 03 4f 000000000000000000000000000000"),
+                DecodeError::OutOfRange("aaguid"),
+            ),
+            (with("04 a1 62726b 01"), wrong("options", "boolean")),
+            (with("04 80"), wrong("options", "map")),
+            (
+                with("04 a2 62726b f5 62726b f4"),
+                DecodeError::DuplicateKey("options"),
+            ),
+            (with("05 20"), DecodeError::OutOfRange("maxMsgSize")),
+            (with("05 63313030"), wrong("maxMsgSize", "integer")),
+            (
+                with("06 81 1b 0000010000000000"),
+                DecodeError::OutOfRange("pinUvAuthProtocols"),
+            ),
+            (with("06 02"), wrong("pinUvAuthProtocols", "array")),
+            (with("0a 81 80"), wrong("algorithms", "map")),
+            (with("0c 00"), wrong("forcePINChange", "boolean")),
+            (
+                with("13 a1 644649444f 6131"),
+                wrong("certifications", "integer"),
+            ),
+            (
+                with("181c 01"),
+                wrong("pinComplexityPolicyURL", "byte string"),
+            ),
+            (with("181e 6178"), wrong("encCredStoreState", "byte string")),
+            (
+                unhex(&format!("a3 {HEAD} 01 80")),
+                DecodeError::DuplicateKey("authenticatorGetInfo response"),
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                Response::from_cbor(&body).unwrap_err(),
+                expected,
+                "{}",
+                hex::encode(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn error_status_is_reported_not_decoded() {
+        assert_eq!(
+            decode_response::<GetInfo>(&[0x01]).unwrap_err(),
+            ResponseError::Status(StatusCode::InvalidCommand)
+        );
     }
 }

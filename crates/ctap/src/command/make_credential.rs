@@ -197,7 +197,10 @@ impl User {
             m.push((Value::from("name"), Value::from(name.as_str())));
         }
         if let Some(display_name) = &self.display_name {
-            m.push((Value::from("displayName"), Value::from(display_name.as_str())));
+            m.push((
+                Value::from("displayName"),
+                Value::from(display_name.as_str()),
+            ));
         }
         Value::Map(m)
     }
@@ -274,7 +277,9 @@ impl Extensions {
     /// The identifiers of the typed members that are set.
     fn typed_ids(&self) -> impl Iterator<Item = &'static str> {
         [
-            self.cred_protect.is_some().then_some(extension::CRED_PROTECT),
+            self.cred_protect
+                .is_some()
+                .then_some(extension::CRED_PROTECT),
             self.hmac_secret.then_some(extension::HMAC_SECRET),
             self.cred_blob.is_some().then_some(extension::CRED_BLOB),
             self.large_blob_key.then_some(extension::LARGE_BLOB_KEY),
@@ -288,13 +293,19 @@ impl Extensions {
     pub fn to_value(&self) -> Value {
         let mut m = Vec::new();
         if let Some(cp) = self.cred_protect {
-            m.push((Value::from(extension::CRED_PROTECT), Value::from(cp.value())));
+            m.push((
+                Value::from(extension::CRED_PROTECT),
+                Value::from(cp.value()),
+            ));
         }
         if self.hmac_secret {
             m.push((Value::from(extension::HMAC_SECRET), Value::Bool(true)));
         }
         if let Some(blob) = &self.cred_blob {
-            m.push((Value::from(extension::CRED_BLOB), Value::Bytes(blob.clone())));
+            m.push((
+                Value::from(extension::CRED_BLOB),
+                Value::Bytes(blob.clone()),
+            ));
         }
         if self.large_blob_key {
             m.push((Value::from(extension::LARGE_BLOB_KEY), Value::Bool(true)));
@@ -507,8 +518,14 @@ impl Command for MakeCredential {
             m.push((Value::from(OPTIONS), options));
         }
         if let Some(auth) = &r.pin_uv_auth {
-            m.push((Value::from(PIN_UV_AUTH_PARAM), Value::Bytes(auth.param.clone())));
-            m.push((Value::from(PIN_UV_AUTH_PROTOCOL), Value::from(auth.protocol)));
+            m.push((
+                Value::from(PIN_UV_AUTH_PARAM),
+                Value::Bytes(auth.param.clone()),
+            ));
+            m.push((
+                Value::from(PIN_UV_AUTH_PROTOCOL),
+                Value::from(auth.protocol),
+            ));
         }
         if let Some(ea) = r.enterprise_attestation {
             m.push((Value::from(ENTERPRISE_ATTESTATION), Value::from(ea.value())));
@@ -519,7 +536,10 @@ impl Command for MakeCredential {
                 .iter()
                 .map(|f| Value::from(f.as_str()))
                 .collect();
-            m.push((Value::from(ATTESTATION_FORMATS_PREFERENCE), Value::Array(formats)));
+            m.push((
+                Value::from(ATTESTATION_FORMATS_PREFERENCE),
+                Value::Array(formats),
+            ));
         }
         Some(Value::Map(m))
     }
@@ -579,10 +599,11 @@ impl Response {
             large_blob_key: map
                 .optional(LARGE_BLOB_KEY, "largeBlobKey", conv::bytes)?
                 .map(Zeroizing::new),
-            unsigned_extension_outputs: map
-                .optional(UNSIGNED_EXTENSION_OUTPUTS, "unsignedExtensionOutputs", |v, f| {
-                    Ok(TextMap::new(v, f)?.into_entries().collect())
-                })?,
+            unsigned_extension_outputs: map.optional(
+                UNSIGNED_EXTENSION_OUTPUTS,
+                "unsignedExtensionOutputs",
+                |v, f| Ok(TextMap::new(v, f)?.into_entries().collect()),
+            )?,
         })
     }
 
@@ -592,7 +613,8 @@ impl Response {
     /// the bytes it sent.
     pub fn att_stmt_bytes(&self) -> Result<Vec<u8>, cbor::EncodeError> {
         let mut out = Vec::new();
-        ciborium::into_writer(&self.att_stmt, &mut out).map_err(|_| cbor::EncodeError::Serialize)?;
+        ciborium::into_writer(&self.att_stmt, &mut out)
+            .map_err(|_| cbor::EncodeError::Serialize)?;
         Ok(out)
     }
 }
@@ -608,7 +630,10 @@ impl core::fmt::Debug for Response {
                 "large_blob_key",
                 &self.large_blob_key.as_ref().map(|k| Redacted(k.len())),
             )
-            .field("unsigned_extension_outputs", &self.unsigned_extension_outputs)
+            .field(
+                "unsigned_extension_outputs",
+                &self.unsigned_extension_outputs,
+            )
             .finish()
     }
 }
@@ -816,7 +841,9 @@ mod tests {
     #[test]
     fn decodes_a_packed_response_and_keeps_att_stmt_bytes() {
         let att_stmt = "a3 63616c67 26 63736967 43aabbcc 63783563 81 42dead";
-        let body = unhex(&format!("a3 01 667061636b6564 02 450102030405 03 {att_stmt}"));
+        let body = unhex(&format!(
+            "a3 01 667061636b6564 02 450102030405 03 {att_stmt}"
+        ));
         let r = Response::from_cbor(&body).unwrap();
         assert_eq!(r.fmt, "packed");
         assert_eq!(r.auth_data, [1, 2, 3, 4, 5]);
@@ -996,6 +1023,9 @@ mod tests {
             DecodeError::Missing("a")
         );
         // {"alg": -7}: no type.
-        assert_eq!(entry("a1 63616c67 26").unwrap_err(), DecodeError::Missing("a"));
+        assert_eq!(
+            entry("a1 63616c67 26").unwrap_err(),
+            DecodeError::Missing("a")
+        );
     }
 }

@@ -23,3 +23,44 @@ impl Command for Reset {
         cbor::empty_body(body, "authenticatorReset response")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ResponseError, decode_response, encode_request};
+    use crate::status::StatusCode;
+
+    #[test]
+    fn request_is_the_command_byte_alone() {
+        assert_eq!(encode_request(&Reset).unwrap(), [0x07]);
+    }
+
+    #[test]
+    fn accepts_the_empty_success_response() {
+        assert_eq!(decode_response::<Reset>(&[0x00]), Ok(()));
+        assert_eq!(decode_response::<Reset>(&[0x00, 0xa1, 0x01, 0x02]), Ok(()));
+    }
+
+    #[test]
+    fn reports_refusals_and_garbage() {
+        assert_eq!(
+            decode_response::<Reset>(&[0x30]),
+            Err(ResponseError::Status(StatusCode::NotAllowed))
+        );
+        assert_eq!(
+            decode_response::<Reset>(&[0x27]),
+            Err(ResponseError::Status(StatusCode::OperationDenied))
+        );
+        assert_eq!(
+            decode_response::<Reset>(&[0x00, 0x80]),
+            Err(ResponseError::Decode(DecodeError::UnexpectedType {
+                field: "authenticatorReset response",
+                expected: "empty body or map",
+            }))
+        );
+        assert_eq!(
+            decode_response::<Reset>(&[0x00, 0xa0, 0x00]),
+            Err(ResponseError::Decode(DecodeError::TrailingBytes(1)))
+        );
+    }
+}

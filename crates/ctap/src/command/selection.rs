@@ -24,3 +24,45 @@ impl Command for Selection {
         cbor::empty_body(body, "authenticatorSelection response")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ResponseError, decode_response, encode_request};
+    use crate::status::StatusCode;
+
+    #[test]
+    fn request_is_the_command_byte_alone() {
+        assert_eq!(encode_request(&Selection).unwrap(), [0x0B]);
+    }
+
+    #[test]
+    fn accepts_the_empty_success_response() {
+        assert_eq!(decode_response::<Selection>(&[0x00]), Ok(()));
+        assert_eq!(decode_response::<Selection>(&[0x00, 0xa0]), Ok(()));
+    }
+
+    #[test]
+    fn reports_cancel_timeout_and_garbage() {
+        assert_eq!(
+            decode_response::<Selection>(&[0x2D]),
+            Err(ResponseError::Status(StatusCode::KeepaliveCancel))
+        );
+        assert_eq!(
+            decode_response::<Selection>(&[0x2F]),
+            Err(ResponseError::Status(StatusCode::UserActionTimeout))
+        );
+        assert_eq!(decode_response::<Selection>(&[]), Err(ResponseError::Empty));
+        assert_eq!(
+            decode_response::<Selection>(&[0x00, 0x01]),
+            Err(ResponseError::Decode(DecodeError::UnexpectedType {
+                field: "authenticatorSelection response",
+                expected: "empty body or map",
+            }))
+        );
+        assert_eq!(
+            decode_response::<Selection>(&[0x00, 0xa1, 0x01]),
+            Err(ResponseError::Decode(DecodeError::Malformed))
+        );
+    }
+}
