@@ -3,9 +3,9 @@
 //!
 //! Every member defined through CTAP 2.3 is decoded into [`Response`]; members with a key this
 //! module does not know are skipped, so newer keys keep working. A known member of the wrong
-//! CBOR type is an error (as in libfido2): guessing what a key meant by a malformed
-//! `pinUvAuthProtocols` is worse than refusing it. Inside lists and maps, values this module
-//! does not know (a new version string, option, transport or credential type) are kept.
+//! CBOR type is an error: guessing what a key meant by a malformed `pinUvAuthProtocols` is
+//! worse than refusing it. Inside lists and maps, values this module does not know (a new
+//! version string, option, transport or credential type) are kept.
 
 use std::collections::BTreeMap;
 

@@ -431,7 +431,7 @@ pub enum RequestError {
     /// `user.id` is empty or longer than [`MAX_USER_ID_LEN`] bytes.
     #[error("user.id must be 1 to 64 bytes, got {0}")]
     UserIdLength(usize),
-    /// `options.uv` was set next to a pinUvAuthParam (CTAP 2.2 §6.1.1: never both).
+    /// `options.uv` was set next to a pinUvAuthParam (CTAP 2.2 §6.1: the platform sends one or the other).
     #[error("options.uv must not be sent together with pinUvAuthParam")]
     UvWithPinUvAuthParam,
     /// `options.up` was `false`, which makeCredential rejects (CTAP 2.2 §6.1.2).
