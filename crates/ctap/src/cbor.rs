@@ -86,12 +86,33 @@ pub fn from_slice(bytes: &[u8]) -> Result<Value, DecodeError> {
     }
 }
 
+/// Checks the body of a response that the spec defines as empty (authenticatorReset,
+/// authenticatorSelection, clientPIN setPIN/changePIN).
+///
+/// Accepts no bytes at all, which is what keys send, and also a CBOR map whose members are
+/// ignored, since some keys answer with `{}` instead. Anything else is reported: a key that
+/// sends a non-map here is not speaking CTAP2.
+pub fn empty_body(bytes: &[u8], context: &'static str) -> Result<(), DecodeError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match from_slice(bytes)? {
+        Value::Map(_) => Ok(()),
+        _ => Err(DecodeError::UnexpectedType {
+            field: context,
+            expected: "empty body or map",
+        }),
+    }
+}
+
 /// Returns a copy of `value` with every map sorted in CTAP2 canonical key order.
 fn canonicalize(value: &Value) -> Result<Value, EncodeError> {
     Ok(match value {
         Value::Float(_) => return Err(EncodeError::Forbidden("floating-point numbers")),
         Value::Tag(..) => return Err(EncodeError::Forbidden("tags")),
-        Value::Array(items) => Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?)
+        }
         Value::Map(entries) => {
             let mut keyed = entries
                 .iter()
@@ -138,7 +159,10 @@ impl IntMap {
     /// Interprets `value` as an integer-keyed map; `context` names the structure in errors.
     pub fn new(value: Value, context: &'static str) -> Result<Self, DecodeError> {
         let Value::Map(pairs) = value else {
-            return Err(DecodeError::UnexpectedType { field: context, expected: "map" });
+            return Err(DecodeError::UnexpectedType {
+                field: context,
+                expected: "map",
+            });
         };
         let mut entries = BTreeMap::new();
         for (key, value) in pairs {
@@ -160,6 +184,27 @@ impl IntMap {
     /// Removes and returns the raw value under `key`.
     pub fn take(&mut self, key: i64) -> Option<Value> {
         self.entries.remove(&key)
+    }
+
+    /// Takes the member under `key` and converts it with `convert`, or reports it
+    /// [`DecodeError::Missing`] under the spec name `field`.
+    pub fn required<T>(
+        &mut self,
+        key: i64,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        convert(self.take(key).ok_or(DecodeError::Missing(field))?, field)
+    }
+
+    /// Takes the member under `key`, if present, and converts it with `convert`.
+    pub fn optional<T>(
+        &mut self,
+        key: i64,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        self.take(key).map(|v| convert(v, field)).transpose()
     }
 
     /// Whether any member is left (e.g. unknown members a caller may want to log).
@@ -189,7 +234,10 @@ impl TextMap {
     /// Interprets `value` as a text-keyed map; non-text keys are ignored.
     pub fn new(value: Value, context: &'static str) -> Result<Self, DecodeError> {
         let Value::Map(pairs) = value else {
-            return Err(DecodeError::UnexpectedType { field: context, expected: "map" });
+            return Err(DecodeError::UnexpectedType {
+                field: context,
+                expected: "map",
+            });
         };
         let mut entries = BTreeMap::new();
         for (key, value) in pairs {
@@ -204,6 +252,27 @@ impl TextMap {
     /// Removes and returns the raw value under `key`.
     pub fn take(&mut self, key: &str) -> Option<Value> {
         self.entries.remove(key)
+    }
+
+    /// Takes the member under `key` and converts it with `convert`, or reports it
+    /// [`DecodeError::Missing`] under the spec name `field`.
+    pub fn required<T>(
+        &mut self,
+        key: &str,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        convert(self.take(key).ok_or(DecodeError::Missing(field))?, field)
+    }
+
+    /// Takes the member under `key`, if present, and converts it with `convert`.
+    pub fn optional<T>(
+        &mut self,
+        key: &str,
+        field: &'static str,
+        convert: impl FnOnce(Value, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        self.take(key).map(|v| convert(v, field)).transpose()
     }
 
     /// Iterates over the members not taken yet.
@@ -241,8 +310,13 @@ pub mod conv {
     }
 
     /// A byte string of exactly `N` bytes.
-    pub fn byte_array<const N: usize>(v: Value, field: &'static str) -> Result<[u8; N], DecodeError> {
-        bytes(v, field)?.try_into().map_err(|_| DecodeError::OutOfRange(field))
+    pub fn byte_array<const N: usize>(
+        v: Value,
+        field: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
+        bytes(v, field)?
+            .try_into()
+            .map_err(|_| DecodeError::OutOfRange(field))
     }
 
     /// A text string.
@@ -264,7 +338,9 @@ pub mod conv {
     /// An integer that fits `T`.
     pub fn int<T: TryFrom<i128>>(v: Value, field: &'static str) -> Result<T, DecodeError> {
         match v {
-            Value::Integer(i) => T::try_from(i128::from(i)).map_err(|_| DecodeError::OutOfRange(field)),
+            Value::Integer(i) => {
+                T::try_from(i128::from(i)).map_err(|_| DecodeError::OutOfRange(field))
+            }
             _ => Err(wrong(field, "integer")),
         }
     }
@@ -283,7 +359,10 @@ pub mod conv {
         field: &'static str,
         each: impl Fn(Value, &'static str) -> Result<T, DecodeError>,
     ) -> Result<Vec<T>, DecodeError> {
-        array(v, field)?.into_iter().map(|e| each(e, field)).collect()
+        array(v, field)?
+            .into_iter()
+            .map(|e| each(e, field))
+            .collect()
     }
 
     /// A text-keyed map.
@@ -315,7 +394,10 @@ mod tests {
             (Value::from(3), Value::from(-25)),
             (Value::from(-2), Value::from(0)),
         ]);
-        assert_eq!(hex(&to_canonical_vec(&v).unwrap()), "a50102033818200121002200");
+        assert_eq!(
+            hex(&to_canonical_vec(&v).unwrap()),
+            "a50102033818200121002200"
+        );
     }
 
     #[test]
@@ -333,25 +415,45 @@ mod tests {
 
     #[test]
     fn ctap_order_differs_from_rfc7049_for_mixed_major_types() {
-        let v = Value::Map(vec![(Value::from(-1), Value::Null), (Value::from(24), Value::Null)]);
+        let v = Value::Map(vec![
+            (Value::from(-1), Value::Null),
+            (Value::from(24), Value::Null),
+        ]);
         assert_eq!(hex(&to_canonical_vec(&v).unwrap()), "a21818f620f6");
     }
 
     #[test]
     fn sorts_nested_maps_and_uses_shortest_integers() {
-        let inner = Value::Map(vec![(Value::from("uv"), Value::from(true)), (Value::from("rk"), Value::from(true))]);
-        let v = Value::Array(vec![inner, Value::from(500), Value::from(23), Value::from(24)]);
-        assert_eq!(hex(&to_canonical_vec(&v).unwrap()), "84a262726bf5627576f51901f4171818");
+        let inner = Value::Map(vec![
+            (Value::from("uv"), Value::from(true)),
+            (Value::from("rk"), Value::from(true)),
+        ]);
+        let v = Value::Array(vec![
+            inner,
+            Value::from(500),
+            Value::from(23),
+            Value::from(24),
+        ]);
+        assert_eq!(
+            hex(&to_canonical_vec(&v).unwrap()),
+            "84a262726bf5627576f51901f4171818"
+        );
     }
 
     #[test]
     fn rejects_floats_tags_and_duplicates() {
-        assert_eq!(to_canonical_vec(&Value::Float(1.0)), Err(EncodeError::Forbidden("floating-point numbers")));
+        assert_eq!(
+            to_canonical_vec(&Value::Float(1.0)),
+            Err(EncodeError::Forbidden("floating-point numbers"))
+        );
         assert!(matches!(
             to_canonical_vec(&Value::Tag(24, Box::new(Value::Null))),
             Err(EncodeError::Forbidden(_))
         ));
-        let dup = Value::Map(vec![(Value::from(1), Value::Null), (Value::from(1), Value::Null)]);
+        let dup = Value::Map(vec![
+            (Value::from(1), Value::Null),
+            (Value::from(1), Value::Null),
+        ]);
         assert_eq!(to_canonical_vec(&dup), Err(EncodeError::DuplicateKey));
     }
 
@@ -360,30 +462,98 @@ mod tests {
         // Non-canonical order {2: h'', 1: 0} decodes fine.
         let mut map = IntMap::from_slice(&[0xa2, 0x02, 0x40, 0x01, 0x00], "t").unwrap();
         assert_eq!(map.take(1), Some(Value::from(0)));
-        assert_eq!(conv::bytes(map.take(2).unwrap(), "two").unwrap(), Vec::<u8>::new());
+        assert_eq!(
+            conv::bytes(map.take(2).unwrap(), "two").unwrap(),
+            Vec::<u8>::new()
+        );
         assert!(map.is_empty());
 
         assert_eq!(from_slice(&[]), Err(DecodeError::Empty));
         assert_eq!(from_slice(&[0xa1, 0x01]), Err(DecodeError::Malformed));
-        assert_eq!(from_slice(&[0x00, 0x00]), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            from_slice(&[0x00, 0x00]),
+            Err(DecodeError::TrailingBytes(1))
+        );
         // A byte string claiming 2^32 bytes with 1 present must fail, not allocate.
-        assert_eq!(from_slice(&[0x5a, 0xff, 0xff, 0xff, 0xff, 0x00]), Err(DecodeError::Malformed));
+        assert_eq!(
+            from_slice(&[0x5a, 0xff, 0xff, 0xff, 0xff, 0x00]),
+            Err(DecodeError::Malformed)
+        );
         // Nesting deeper than any CTAP structure.
         assert_eq!(from_slice(&[0x81; 64]), Err(DecodeError::Malformed));
         assert_eq!(
             IntMap::from_slice(&[0xa2, 0x01, 0x00, 0x01, 0x01], "t").unwrap_err(),
             DecodeError::DuplicateKey("t")
         );
-        assert!(matches!(IntMap::from_slice(&[0x80], "t"), Err(DecodeError::UnexpectedType { .. })));
+        assert!(matches!(
+            IntMap::from_slice(&[0x80], "t"),
+            Err(DecodeError::UnexpectedType { .. })
+        ));
+    }
+
+    #[test]
+    fn required_and_optional_members() {
+        // {1: 5, 2: "x"}
+        let mut map = IntMap::from_slice(&[0xa2, 0x01, 0x05, 0x02, 0x61, 0x78], "t").unwrap();
+        assert_eq!(map.required(1, "one", conv::int::<u8>), Ok(5));
+        assert_eq!(
+            map.required(1, "one", conv::int::<u8>),
+            Err(DecodeError::Missing("one"))
+        );
+        assert_eq!(map.optional(3, "three", conv::int::<u8>), Ok(None));
+        assert_eq!(
+            map.optional(2, "two", conv::int::<u8>),
+            Err(DecodeError::UnexpectedType {
+                field: "two",
+                expected: "integer"
+            })
+        );
+        // {"a": true}
+        let v = from_slice(&[0xa1, 0x61, 0x61, 0xf5]).unwrap();
+        let mut map = TextMap::new(v, "t").unwrap();
+        assert_eq!(map.optional("b", "b", conv::boolean), Ok(None));
+        assert_eq!(map.required("a", "a", conv::boolean), Ok(true));
+        assert_eq!(
+            map.required("a", "a", conv::boolean),
+            Err(DecodeError::Missing("a"))
+        );
+    }
+
+    #[test]
+    fn empty_bodies() {
+        assert_eq!(empty_body(&[], "r"), Ok(()));
+        assert_eq!(empty_body(&[0xa0], "r"), Ok(()));
+        assert_eq!(empty_body(&[0xa1, 0x01, 0x02], "r"), Ok(()));
+        assert_eq!(
+            empty_body(&[0xf6], "r"),
+            Err(DecodeError::UnexpectedType {
+                field: "r",
+                expected: "empty body or map"
+            })
+        );
+        assert_eq!(empty_body(&[0xa1], "r"), Err(DecodeError::Malformed));
+        assert_eq!(
+            empty_body(&[0xa0, 0xa0], "r"),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 
     #[test]
     fn conversions_name_the_member() {
         assert_eq!(
             conv::text(Value::from(1), "versions"),
-            Err(DecodeError::UnexpectedType { field: "versions", expected: "text string" })
+            Err(DecodeError::UnexpectedType {
+                field: "versions",
+                expected: "text string"
+            })
         );
-        assert_eq!(conv::int::<u8>(Value::from(300), "n"), Err(DecodeError::OutOfRange("n")));
-        assert_eq!(conv::byte_array::<2>(Value::Bytes(vec![1]), "a"), Err(DecodeError::OutOfRange("a")));
+        assert_eq!(
+            conv::int::<u8>(Value::from(300), "n"),
+            Err(DecodeError::OutOfRange("n"))
+        );
+        assert_eq!(
+            conv::byte_array::<2>(Value::Bytes(vec![1]), "a"),
+            Err(DecodeError::OutOfRange("a"))
+        );
     }
 }

@@ -84,8 +84,14 @@ impl CoseKey {
     /// Parses a COSE_Key map. Unknown labels are ignored.
     pub fn from_value(value: Value) -> Result<Self, DecodeError> {
         let mut map = IntMap::new(value, "COSE_Key")?;
-        let kty: i64 = conv::int(map.take(KTY).ok_or(DecodeError::Missing("COSE_Key kty"))?, "COSE_Key kty")?;
-        let alg = map.take(ALG).map(|v| conv::int(v, "COSE_Key alg")).transpose()?;
+        let kty: i64 = conv::int(
+            map.take(KTY).ok_or(DecodeError::Missing("COSE_Key kty"))?,
+            "COSE_Key kty",
+        )?;
+        let alg = map
+            .take(ALG)
+            .map(|v| conv::int(v, "COSE_Key alg"))
+            .transpose()?;
         let mut required = |label, name| map.take(label).ok_or(DecodeError::Missing(name));
         Ok(match kty {
             KTY_EC2 => Self::Ec2 {
@@ -157,12 +163,23 @@ impl CoseKey {
             (Some(x), Some(y)) => (x.to_vec(), y.to_vec()),
             _ => (Vec::new(), Vec::new()),
         };
-        Self::Ec2 { alg: Some(alg), crv: curve::P256, x, y }
+        Self::Ec2 {
+            alg: Some(alg),
+            crv: curve::P256,
+            x,
+            y,
+        }
     }
 
     /// The P-256 point of an EC2 P-256 key, validated to lie on the curve.
     pub fn to_p256(&self) -> Result<p256::PublicKey, DecodeError> {
-        let Self::Ec2 { crv: curve::P256, x, y, .. } = self else {
+        let Self::Ec2 {
+            crv: curve::P256,
+            x,
+            y,
+            ..
+        } = self
+        else {
             return Err(DecodeError::OutOfRange("COSE_Key crv"));
         };
         if x.len() != 32 || y.len() != 32 {
@@ -172,7 +189,8 @@ impl CoseKey {
         sec1.push(0x04);
         sec1.extend_from_slice(x);
         sec1.extend_from_slice(y);
-        p256::PublicKey::from_sec1_bytes(&sec1).map_err(|_| DecodeError::OutOfRange("COSE_Key point"))
+        p256::PublicKey::from_sec1_bytes(&sec1)
+            .map_err(|_| DecodeError::OutOfRange("COSE_Key point"))
     }
 }
 
@@ -187,7 +205,10 @@ mod tests {
         let key = CoseKey::from_p256(&secret.public_key(), alg::ES256);
         let bytes = cbor::to_canonical_vec(&key.to_value()).unwrap();
         // {1: 2, 3: -7, -1: 1, -2: h'<32>', -3: h'<32>'} in CTAP canonical order.
-        assert_eq!(bytes[..10], [0xa5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21, 0x58, 0x20]);
+        assert_eq!(
+            bytes[..10],
+            [0xa5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21, 0x58, 0x20]
+        );
         assert_eq!(bytes[42..45], [0x22, 0x58, 0x20]);
         assert_eq!(bytes.len(), 77);
         let decoded = CoseKey::from_value(cbor::from_slice(&bytes).unwrap()).unwrap();
@@ -197,13 +218,28 @@ mod tests {
 
     #[test]
     fn rejects_points_off_the_curve_and_wrong_types() {
-        let key = CoseKey::Ec2 { alg: None, crv: curve::P256, x: vec![1; 32], y: vec![2; 32] };
+        let key = CoseKey::Ec2 {
+            alg: None,
+            crv: curve::P256,
+            x: vec![1; 32],
+            y: vec![2; 32],
+        };
         assert!(key.to_p256().is_err());
-        let okp = CoseKey::Okp { alg: Some(alg::EDDSA), crv: curve::ED25519, x: vec![0; 32] };
+        let okp = CoseKey::Okp {
+            alg: Some(alg::EDDSA),
+            crv: curve::ED25519,
+            x: vec![0; 32],
+        };
         assert!(okp.to_p256().is_err());
         let no_kty = cbor::from_slice(&[0xa1, 0x03, 0x26]).unwrap();
-        assert_eq!(CoseKey::from_value(no_kty), Err(DecodeError::Missing("COSE_Key kty")));
+        assert_eq!(
+            CoseKey::from_value(no_kty),
+            Err(DecodeError::Missing("COSE_Key kty"))
+        );
         let bad_kty = cbor::from_slice(&[0xa1, 0x01, 0x09]).unwrap();
-        assert_eq!(CoseKey::from_value(bad_kty), Err(DecodeError::OutOfRange("COSE_Key kty")));
+        assert_eq!(
+            CoseKey::from_value(bad_kty),
+            Err(DecodeError::OutOfRange("COSE_Key kty"))
+        );
     }
 }

@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(StatusCode::from(0x31), StatusCode::PinInvalid);
         assert_eq!(StatusCode::from(0x36), StatusCode::PuatRequired);
         assert_eq!(StatusCode::from(0x19), StatusCode::CredentialExcluded);
-        assert_eq!(StatusCode::from(0x2D).to_string(), "CTAP2_ERR_KEEPALIVE_CANCEL (0x2D)");
+        assert_eq!(
+            StatusCode::from(0x2D).to_string(),
+            "CTAP2_ERR_KEEPALIVE_CANCEL (0x2D)"
+        );
         assert!(StatusCode::from(0).is_ok());
     }
 }

@@ -8,6 +8,12 @@
 use crate::cbor::{self, DecodeError, EncodeError, Value};
 use crate::status::StatusCode;
 
+pub mod client_pin;
+pub mod get_info;
+pub mod make_credential;
+pub mod reset;
+pub mod selection;
+
 /// The command bytes of the authenticator API (CTAP 2.2 §6, table "Command codes").
 pub mod code {
     /// authenticatorMakeCredential.
