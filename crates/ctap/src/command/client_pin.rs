@@ -16,6 +16,8 @@ use super::make_credential::Redacted;
 use super::{Command, code};
 use crate::cbor::{self, DecodeError, IntMap, Value, conv};
 use crate::cose::CoseKey;
+use crate::pin_uv::{self, Pin, PinUvAuthProtocol, SharedSecret};
+use rand_core::CryptoRngCore;
 
 // Request member keys (CTAP 2.2 §6.5.5, authenticatorClientPIN parameters).
 const PIN_UV_AUTH_PROTOCOL: i64 = 0x01;
@@ -541,6 +543,109 @@ impl fmt::Debug for GetPinUvAuthTokenUsingPinWithPermissions {
             .field("permissions", &self.permissions)
             .field("rp_id", &self.rp_id)
             .finish()
+    }
+}
+
+/// One PIN/UV auth protocol session with an authenticator: the platform's ephemeral
+/// key-agreement key and the shared secret derived from the authenticator's getKeyAgreement
+/// response (CTAP 2.2 §6.5.5.4, §6.5.6, §6.5.7).
+///
+/// It builds the clientPIN requests that need the shared secret and decrypts the token they
+/// return. Keys regenerate their key agreement after a failed PIN attempt, so use a session
+/// for one request: get a fresh key agreement before every PIN attempt.
+#[derive(Debug)]
+pub struct PinSession {
+    platform_key: CoseKey,
+    secret: SharedSecret,
+}
+
+impl PinSession {
+    /// Runs `encapsulate` against the authenticator's key-agreement key.
+    pub fn new(
+        protocol: PinUvAuthProtocol,
+        authenticator: &KeyAgreement,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, pin_uv::Error> {
+        let (platform_key, secret) = pin_uv::encapsulate(protocol, &authenticator.key_agreement, rng)?;
+        Ok(Self { platform_key, secret })
+    }
+
+    /// The protocol in use.
+    pub fn protocol(&self) -> PinUvAuthProtocol {
+        self.secret.protocol()
+    }
+
+    /// A setPIN request for `new_pin`.
+    pub fn set_pin(&self, new_pin: &Pin, rng: &mut impl CryptoRngCore) -> Result<SetPin, pin_uv::Error> {
+        let p = self.secret.set_pin(new_pin, rng)?;
+        Ok(SetPin {
+            pin_uv_auth_protocol: u32::from(self.protocol().number()),
+            key_agreement: self.platform_key.clone(),
+            new_pin_enc: Zeroizing::new(p.new_pin_enc),
+            pin_uv_auth_param: p.pin_uv_auth_param,
+        })
+    }
+
+    /// A changePIN request from `current` to `new_pin`.
+    pub fn change_pin(
+        &self,
+        current: &Pin,
+        new_pin: &Pin,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<ChangePin, pin_uv::Error> {
+        let p = self.secret.change_pin(current, new_pin, rng)?;
+        Ok(ChangePin {
+            pin_uv_auth_protocol: u32::from(self.protocol().number()),
+            key_agreement: self.platform_key.clone(),
+            pin_hash_enc: Zeroizing::new(p.pin_hash_enc),
+            new_pin_enc: Zeroizing::new(p.new_pin_enc),
+            pin_uv_auth_param: p.pin_uv_auth_param,
+        })
+    }
+
+    /// A legacy getPinToken request, for keys without the `pinUvAuthToken` option.
+    pub fn get_pin_token(&self, pin: &Pin, rng: &mut impl CryptoRngCore) -> Result<GetPinToken, pin_uv::Error> {
+        Ok(GetPinToken {
+            pin_uv_auth_protocol: u32::from(self.protocol().number()),
+            key_agreement: self.platform_key.clone(),
+            pin_hash_enc: Zeroizing::new(self.secret.pin_hash_enc(pin, rng)?),
+        })
+    }
+
+    /// A getPinUvAuthTokenUsingPinWithPermissions request.
+    pub fn get_token_using_pin(
+        &self,
+        pin: &Pin,
+        permissions: Permissions,
+        rp_id: Option<String>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<GetPinUvAuthTokenUsingPinWithPermissions, pin_uv::Error> {
+        Ok(GetPinUvAuthTokenUsingPinWithPermissions {
+            pin_uv_auth_protocol: u32::from(self.protocol().number()),
+            key_agreement: self.platform_key.clone(),
+            pin_hash_enc: Zeroizing::new(self.secret.pin_hash_enc(pin, rng)?),
+            permissions,
+            rp_id,
+        })
+    }
+
+    /// A getPinUvAuthTokenUsingUvWithPermissions request (built-in user verification).
+    pub fn get_token_using_uv(
+        &self,
+        permissions: Permissions,
+        rp_id: Option<String>,
+    ) -> GetPinUvAuthTokenUsingUvWithPermissions {
+        GetPinUvAuthTokenUsingUvWithPermissions {
+            pin_uv_auth_protocol: u32::from(self.protocol().number()),
+            key_agreement: self.platform_key.clone(),
+            permissions,
+            rp_id,
+        }
+    }
+
+    /// Decrypts and length-checks the token of a token-issuing response.
+    pub fn decrypt_token(&self, response: &PinUvAuthToken) -> Result<pin_uv::PinUvAuthToken, pin_uv::Error> {
+        self.secret.decrypt_pin_uv_auth_token(&response.encrypted)
     }
 }
 
