@@ -148,9 +148,10 @@ pub enum U2fError {
     /// A key handle to send is empty or longer than the one-byte length allows.
     #[error("key handle of {0} bytes is outside 1..=255")]
     KeyHandleLength(usize),
-    /// The command data do not fit a short APDU.
-    #[error("{0} data bytes do not fit a short APDU")]
-    ShortApduOverflow(usize),
+    /// The command data do not fit the chosen APDU encoding (255 bytes for short, 65 535
+    /// for extended).
+    #[error("{0} data bytes do not fit the APDU encoding")]
+    ApduDataTooLong(usize),
     /// The registration response is malformed.
     #[error("registration response: {0}")]
     Registration(#[from] RegistrationError),
@@ -181,19 +182,20 @@ fn command_apdu(ins: u8, p1: u8, data: &[u8], encoding: ApduEncoding) -> Result<
     apdu.extend_from_slice(&[CLA, ins, p1, 0x00]);
     match encoding {
         ApduEncoding::Extended => {
-            // Our commands carry at most 4 + 64 + 1 + 255 bytes, far below the 65 535 limit.
+            // U2F commands carry at most 32 + 32 + 1 + 255 bytes, far below this limit.
             let lc =
-                u16::try_from(data.len()).map_err(|_| U2fError::ShortApduOverflow(data.len()))?;
+                u16::try_from(data.len()).map_err(|_| U2fError::ApduDataTooLong(data.len()))?;
             apdu.push(0x00);
             apdu.extend_from_slice(&lc.to_be_bytes());
             apdu.extend_from_slice(data);
             apdu.extend_from_slice(&[0x00, 0x00]);
         }
         ApduEncoding::Short => {
+            // Every U2F command here has data, so Lc = 0 (which would mean "no Lc") is refused.
             let lc = u8::try_from(data.len())
                 .ok()
                 .filter(|&lc| lc > 0)
-                .ok_or(U2fError::ShortApduOverflow(data.len()))?;
+                .ok_or(U2fError::ApduDataTooLong(data.len()))?;
             apdu.push(lc);
             apdu.extend_from_slice(data);
             apdu.push(0x00);
@@ -769,7 +771,7 @@ mod tests {
         let too_long = AuthenticateRequest::check_only([0; 32], [0; 32], &[0; 191]).unwrap();
         assert_eq!(
             too_long.to_apdu(ApduEncoding::Short),
-            Err(U2fError::ShortApduOverflow(256))
+            Err(U2fError::ApduDataTooLong(256))
         );
         assert_eq!(
             too_long.to_apdu(ApduEncoding::Extended).unwrap()[4..7],
