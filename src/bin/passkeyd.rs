@@ -18,7 +18,11 @@ struct Args {
     #[arg(long, value_name = "ADDRESS")]
     address: Option<String>,
     /// Configuration file.
-    #[arg(long, value_name = "PATH", default_value = "/etc/passkeyd/passkeyd.toml")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/etc/passkeyd/passkeyd.toml"
+    )]
     config: PathBuf,
 }
 

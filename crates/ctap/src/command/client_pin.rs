@@ -566,8 +566,12 @@ impl PinSession {
         authenticator: &KeyAgreement,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, pin_uv::Error> {
-        let (platform_key, secret) = pin_uv::encapsulate(protocol, &authenticator.key_agreement, rng)?;
-        Ok(Self { platform_key, secret })
+        let (platform_key, secret) =
+            pin_uv::encapsulate(protocol, &authenticator.key_agreement, rng)?;
+        Ok(Self {
+            platform_key,
+            secret,
+        })
     }
 
     /// The protocol in use.
@@ -576,7 +580,11 @@ impl PinSession {
     }
 
     /// A setPIN request for `new_pin`.
-    pub fn set_pin(&self, new_pin: &Pin, rng: &mut impl CryptoRngCore) -> Result<SetPin, pin_uv::Error> {
+    pub fn set_pin(
+        &self,
+        new_pin: &Pin,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<SetPin, pin_uv::Error> {
         let p = self.secret.set_pin(new_pin, rng)?;
         Ok(SetPin {
             pin_uv_auth_protocol: u32::from(self.protocol().number()),
@@ -604,7 +612,11 @@ impl PinSession {
     }
 
     /// A legacy getPinToken request, for keys without the `pinUvAuthToken` option.
-    pub fn get_pin_token(&self, pin: &Pin, rng: &mut impl CryptoRngCore) -> Result<GetPinToken, pin_uv::Error> {
+    pub fn get_pin_token(
+        &self,
+        pin: &Pin,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<GetPinToken, pin_uv::Error> {
         Ok(GetPinToken {
             pin_uv_auth_protocol: u32::from(self.protocol().number()),
             key_agreement: self.platform_key.clone(),
@@ -644,7 +656,10 @@ impl PinSession {
     }
 
     /// Decrypts and length-checks the token of a token-issuing response.
-    pub fn decrypt_token(&self, response: &PinUvAuthToken) -> Result<pin_uv::PinUvAuthToken, pin_uv::Error> {
+    pub fn decrypt_token(
+        &self,
+        response: &PinUvAuthToken,
+    ) -> Result<pin_uv::PinUvAuthToken, pin_uv::Error> {
         self.secret.decrypt_pin_uv_auth_token(&response.encrypted)
     }
 }
