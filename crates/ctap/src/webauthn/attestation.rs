@@ -93,6 +93,14 @@ impl AttestationObject {
         }
     }
 
+    /// Builds the attestation object from a decoded authenticatorMakeCredential response
+    /// (whose decoder already turned an absent `attStmt` into "none").
+    pub fn from_response(
+        response: crate::command::make_credential::Response,
+    ) -> Result<Self, AttestationError> {
+        Self::from_make_credential(response.fmt, response.auth_data, Some(response.att_stmt))
+    }
+
     /// The CBOR encoding, in CTAP2 canonical form (keys `fmt`, `attStmt`, `authData`; maps
     /// inside `attStmt` sorted too).
     pub fn to_cbor(&self) -> Result<Vec<u8>, EncodeError> {
