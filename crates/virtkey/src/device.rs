@@ -1,0 +1,471 @@
+//! [`VirtKey`]: the threads of one virtual key and the host-facing calls.
+//!
+//! Three threads per key:
+//! - the firmware thread ([`crate::firmware`]) runs fido-authenticator inside
+//!   `trussed::virt::with_platform`, taking one job at a time from a channel;
+//! - trussed's own service thread, started by the virt platform;
+//! - the pipe thread owns the CTAPHID state machine ([`crate::ctaphid::Pipe`]) and waits on one
+//!   event channel (host reports, firmware replies, presence changes) with a timeout set to the
+//!   next keepalive or continuation deadline, so it stays responsive while the firmware blocks
+//!   in a presence wait.
+//!
+//! Reports for the host go to an outbox that [`VirtKey::read_report`] waits on.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, PoisonError,
+        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    Config, Error, TouchPolicy,
+    attestation::{self, AAGUID, Attestation},
+    ctaphid::{Action, HidReply, Pipe, PipeConfig, REPORT_LEN, err},
+    firmware::{Firmware, Job, MAX_APDU_LEN, MAX_MSG_SIZE},
+    pin,
+    presence::{JobId, Shared, next_job_id},
+};
+
+/// How long [`VirtKey::start`] waits for the firmware to come up (mounting the RAM filesystem,
+/// provisioning, and the optional PIN setup take well under a second).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Stack of the firmware thread: the firmware keeps several message-sized buffers on the stack.
+const FIRMWARE_STACK: usize = 8 * 1024 * 1024;
+/// An idle pipe thread wakes up this often even without events.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// Reports the host has not read yet, at most. A real key cannot queue more than its endpoint
+/// buffer; here the bound only keeps a host that never reads from growing memory without end.
+/// Reports beyond it are dropped.
+const MAX_QUEUED_REPORTS: usize = 4096;
+/// A NFCCTAP_MSG (CLA 0x80 or chained 0x90, INS 0x10), refused on a U2F-only key.
+const INS_NFCCTAP_MSG: u8 = 0x10;
+/// ISO 7816-4 "instruction code not supported".
+const SW_INS_NOT_SUPPORTED: [u8; 2] = [0x6d, 0x00];
+
+/// What the pipe thread reacts to.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A report written by the host.
+    Report([u8; REPORT_LEN]),
+    /// The firmware finished a HID job.
+    Reply { job: JobId, reply: HidReply },
+    /// A job started or stopped waiting for a touch.
+    PresenceChanged(JobId),
+    /// The key is being dropped.
+    Stop,
+}
+
+/// A virtual FIDO security key: the Trussed fido-authenticator firmware (Nitrokey 3 / Solo 2)
+/// running in this process, reachable as a USB HID device (64-byte reports,
+/// [`VirtKey::write_report`] / [`VirtKey::read_report`]) and as an NFC card
+/// ([`VirtKey::transmit_apdu`]).
+///
+/// Each key has its own RAM filesystem, so credentials and PIN live as long as the `VirtKey`.
+/// Dropping it stops and joins its threads. `VirtKey` is `Send + Sync`; calls from several
+/// threads are fine (as with a real device, interleaved CTAPHID traffic gets CHANNEL_BUSY).
+pub struct VirtKey {
+    events: Sender<Event>,
+    jobs: Option<Sender<Job>>,
+    outbox: Arc<Outbox>,
+    shared: Arc<Shared>,
+    attestation: Arc<Attestation>,
+    u2f_only: bool,
+    pipe_thread: Option<JoinHandle<()>>,
+    firmware_thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for VirtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtKey")
+            .field("u2f_only", &self.u2f_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VirtKey {
+    /// Boots a virtual key: generates (once per process) the attestation material, writes it
+    /// into a fresh RAM filesystem, starts the firmware, sets the preset PIN if any, and starts
+    /// the CTAPHID pipe. Returns once the key is ready for reports and APDUs.
+    pub fn start(config: Config) -> Result<Self, Error> {
+        if let Some(pin) = &config.pin {
+            pin::validate(pin).map_err(Error::InvalidPin)?;
+        }
+        let attestation = attestation::attestation()?;
+        let (events_tx, events_rx) = mpsc::channel();
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let shared = Arc::new(Shared::new(config.touch, events_tx.clone()));
+
+        let firmware = Firmware {
+            shared: Arc::clone(&shared),
+            attestation: Arc::clone(&attestation),
+            pin: config.pin.clone(),
+            jobs: jobs_rx,
+            events: events_tx.clone(),
+            ready: ready_tx,
+        };
+        let firmware_thread = thread::Builder::new()
+            .name("virtkey-firmware".into())
+            .stack_size(FIRMWARE_STACK)
+            .spawn(move || firmware.run())
+            .map_err(Error::Spawn)?;
+        let stop_firmware = |thread: JoinHandle<()>, jobs: Sender<Job>| {
+            shared.stop();
+            drop(jobs);
+            let _ = thread.join();
+        };
+        match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                stop_firmware(firmware_thread, jobs_tx);
+                return Err(error);
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                stop_firmware(firmware_thread, jobs_tx);
+                return Err(Error::Stopped);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // A firmware stuck in start-up cannot be joined; tell it to stop and leave it.
+                shared.stop();
+                return Err(Error::StartupTimeout);
+            }
+        }
+
+        let outbox = Arc::new(Outbox::new(config.report_pacing));
+        let pipe = Pipe::new(PipeConfig {
+            u2f_only: config.u2f_only,
+            keepalive_interval: config.keepalive_interval,
+            continuation_timeout: config.continuation_timeout,
+            max_msg_size: MAX_MSG_SIZE,
+        });
+        let pipe_thread = {
+            let jobs = jobs_tx.clone();
+            let outbox = Arc::clone(&outbox);
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("virtkey-ctaphid".into())
+                .spawn(move || run_pipe(pipe, &events_rx, &jobs, &outbox, &shared))
+        };
+        let pipe_thread = match pipe_thread {
+            Ok(thread) => thread,
+            Err(error) => {
+                stop_firmware(firmware_thread, jobs_tx);
+                return Err(Error::Spawn(error));
+            }
+        };
+
+        Ok(Self {
+            events: events_tx,
+            jobs: Some(jobs_tx),
+            outbox,
+            shared,
+            attestation,
+            u2f_only: config.u2f_only,
+            pipe_thread: Some(pipe_thread),
+            firmware_thread: Some(firmware_thread),
+        })
+    }
+
+    /// Host → key: one 64-byte HID output report (without the Linux hidraw report-id byte).
+    /// Processing is asynchronous; answers come from [`VirtKey::read_report`].
+    pub fn write_report(&self, report: &[u8; REPORT_LEN]) -> Result<(), Error> {
+        self.events
+            .send(Event::Report(*report))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Key → host: the next 64-byte HID input report, waiting at most `timeout`; `Ok(None)` if
+    /// none came in time. With [`Config::report_pacing`] each report becomes readable only one
+    /// pacing interval after the previous one.
+    pub fn read_report(&self, timeout: Duration) -> Result<Option<[u8; REPORT_LEN]>, Error> {
+        self.outbox.pop(timeout)
+    }
+
+    /// NFC: sends one raw command APDU (short or extended; chained blocks with CLA bit 0x10 one
+    /// call each) to the firmware's ISO 7816 front end and returns the response data followed
+    /// by SW1 SW2, waiting at most `timeout` for the firmware.
+    ///
+    /// SELECT of the FIDO AID `A0 00 00 06 47 2F 00 01` answers `U2F_V2`; NFCCTAP_MSG
+    /// (`80 10 ..`) carries a CTAP2 command; U2F APDUs (INS 0x01–0x03) work as well. A response
+    /// longer than the command's Le (absent Le means 0) comes in pieces with SW `61xx`, fetched
+    /// with GET RESPONSE (`00 C0 00 00 Le`). The firmware answers NFCCTAP_GETRESPONSE
+    /// (`80 11`) with `6D00` (not supported): it never sends `9100` status updates, the whole
+    /// command runs within this call, as the ISO 14443 layer's waiting-time extensions would
+    /// make it on a real card.
+    ///
+    /// On a timeout the request is abandoned (its presence wait ends, its late answer is
+    /// dropped) and [`Error::Timeout`] is returned.
+    pub fn transmit_apdu(&self, apdu: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+        if apdu.len() > MAX_APDU_LEN {
+            return Err(Error::ApduTooLong {
+                len: apdu.len(),
+                max: MAX_APDU_LEN,
+            });
+        }
+        if self.u2f_only
+            && let [class, INS_NFCCTAP_MSG, ..] = apdu
+            && class & 0x80 != 0
+        {
+            return Ok(SW_INS_NOT_SUPPORTED.to_vec());
+        }
+        let jobs = self.jobs.as_ref().ok_or(Error::Stopped)?;
+        let id = next_job_id();
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        jobs.send(Job::Apdu {
+            id,
+            apdu: apdu.to_vec(),
+            reply: reply_tx,
+        })
+        .map_err(|_| Error::Stopped)?;
+        match reply_rx.recv_timeout(timeout) {
+            Ok(response) => Ok(response),
+            Err(RecvTimeoutError::Timeout) => {
+                self.shared.cancel(id);
+                Err(Error::Timeout)
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Stopped),
+        }
+    }
+
+    /// Changes the touch policy; a presence wait in progress re-evaluates at once (so
+    /// `set_touch(TouchPolicy::Auto)` "touches" a key that waits under `Never`).
+    pub fn set_touch(&self, policy: TouchPolicy) {
+        self.shared.set_policy(policy);
+    }
+
+    /// The AAGUID the firmware reports in getInfo and authenticatorData, and which the
+    /// attestation certificate carries ([`crate::AAGUID`]).
+    pub fn aaguid(&self) -> [u8; 16] {
+        AAGUID
+    }
+
+    /// DER of the "passkeyd virtkey test CA" root that issued the attestation certificate:
+    /// the trust anchor a relying party under test should accept.
+    pub fn attestation_ca_der(&self) -> Vec<u8> {
+        self.attestation.ca_der.clone()
+    }
+
+    /// DER of the attestation certificate (x5c\[0\] of packed attestation, the fido-u2f
+    /// registration certificate).
+    pub fn attestation_cert_der(&self) -> Vec<u8> {
+        self.attestation.cert_der.clone()
+    }
+
+    /// How many times the key was asked to wink (CTAPHID_WINK or trussed's wink).
+    pub fn wink_count(&self) -> u64 {
+        self.shared.winks()
+    }
+}
+
+impl Drop for VirtKey {
+    fn drop(&mut self) {
+        // Ends presence waits and the firmware loop, stops the pipe, then joins both threads
+        // (the firmware's trussed service thread is joined by trussed when it returns).
+        self.shared.stop();
+        let _ = self.events.send(Event::Stop);
+        self.jobs.take();
+        if let Some(thread) = self.pipe_thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.firmware_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The pipe thread: CTAPHID state machine, keepalive timer, hand-off to the firmware.
+fn run_pipe(
+    mut pipe: Pipe,
+    events: &Receiver<Event>,
+    jobs: &Sender<Job>,
+    outbox: &Outbox,
+    shared: &Shared,
+) {
+    let mut actions = Vec::new();
+    loop {
+        let now = Instant::now();
+        let wait = pipe
+            .next_deadline()
+            .map_or(IDLE_WAKE, |deadline| {
+                deadline.saturating_duration_since(now)
+            })
+            .min(IDLE_WAKE);
+        match events.recv_timeout(wait) {
+            Ok(Event::Report(report)) => pipe.on_report(&report, Instant::now(), &mut actions),
+            Ok(Event::Reply { job, reply }) => pipe.on_reply(job, reply, &mut actions),
+            Ok(Event::PresenceChanged(job)) => {
+                pipe.on_presence_changed(job, shared.is_waiting(job), Instant::now(), &mut actions);
+            }
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let upneeded = pipe.busy_job().is_some_and(|job| shared.is_waiting(job));
+        pipe.on_timer(Instant::now(), upneeded, &mut actions);
+        while !actions.is_empty() {
+            let mut failed = Vec::new();
+            for action in actions.drain(..) {
+                match action {
+                    Action::Report(report) => outbox.push(report),
+                    Action::Submit {
+                        job,
+                        command,
+                        payload,
+                    } => {
+                        let job_for_firmware = Job::Hid {
+                            id: job,
+                            command,
+                            payload,
+                        };
+                        if jobs.send(job_for_firmware).is_err() {
+                            failed.push(job);
+                        }
+                    }
+                    Action::Abandon(job) => shared.cancel(job),
+                    Action::Wink => shared.record_wink(),
+                }
+            }
+            for job in failed {
+                // The firmware thread is gone; answer like a key with an internal fault.
+                pipe.on_reply(job, HidReply::Error(err::OTHER), &mut actions);
+            }
+        }
+    }
+    outbox.close();
+}
+
+/// Reports waiting for the host (the IN endpoint).
+#[derive(Debug)]
+struct Outbox {
+    inner: Mutex<OutboxInner>,
+    available: Condvar,
+    pacing: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct OutboxInner {
+    /// Each report with the instant it becomes readable.
+    queue: VecDeque<(Instant, [u8; REPORT_LEN])>,
+    last_ready: Option<Instant>,
+    closed: bool,
+}
+
+impl Outbox {
+    fn new(pacing: Option<Duration>) -> Self {
+        Self {
+            inner: Mutex::new(OutboxInner {
+                queue: VecDeque::new(),
+                last_ready: None,
+                closed: false,
+            }),
+            available: Condvar::new(),
+            pacing,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboxInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, report: [u8; REPORT_LEN]) {
+        let mut inner = self.lock();
+        if inner.queue.len() >= MAX_QUEUED_REPORTS {
+            return;
+        }
+        let now = Instant::now();
+        let ready = match self.pacing {
+            Some(pacing) => {
+                let after = inner.last_ready.map_or(now, |last| last.max(now));
+                after.checked_add(pacing).unwrap_or(after)
+            }
+            None => now,
+        };
+        inner.last_ready = Some(ready);
+        inner.queue.push_back((ready, report));
+        drop(inner);
+        self.available.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.available.notify_all();
+    }
+
+    fn pop(&self, timeout: Duration) -> Result<Option<[u8; REPORT_LEN]>, Error> {
+        let start = Instant::now();
+        let deadline = start.checked_add(timeout);
+        let mut inner = self.lock();
+        loop {
+            let now = Instant::now();
+            let wake = match inner.queue.front() {
+                Some(&(ready, report)) if ready <= now => {
+                    inner.queue.pop_front();
+                    return Ok(Some(report));
+                }
+                Some(&(ready, _)) => Some(deadline.map_or(ready, |deadline| deadline.min(ready))),
+                None if inner.closed => return Err(Error::Stopped),
+                None => deadline,
+            };
+            if deadline.is_some_and(|deadline| now >= deadline) {
+                return Ok(None);
+            }
+            let wait = wake.map_or(IDLE_WAKE, |wake| wake.saturating_duration_since(now));
+            inner = self
+                .available
+                .wait_timeout(inner, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_paces_reports() {
+        let outbox = Outbox::new(Some(Duration::from_millis(20)));
+        let start = Instant::now();
+        outbox.push([1; REPORT_LEN]);
+        outbox.push([2; REPORT_LEN]);
+        outbox.push([3; REPORT_LEN]);
+        assert_eq!(
+            outbox.pop(Duration::from_secs(1)).unwrap(),
+            Some([1; REPORT_LEN])
+        );
+        assert_eq!(
+            outbox.pop(Duration::from_secs(1)).unwrap(),
+            Some([2; REPORT_LEN])
+        );
+        assert_eq!(
+            outbox.pop(Duration::from_secs(1)).unwrap(),
+            Some([3; REPORT_LEN])
+        );
+        assert!(start.elapsed() >= Duration::from_millis(60));
+    }
+
+    #[test]
+    fn outbox_times_out_then_reports_close_after_draining() {
+        let outbox = Outbox::new(None);
+        let start = Instant::now();
+        assert_eq!(outbox.pop(Duration::from_millis(30)).unwrap(), None);
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        outbox.push([7; REPORT_LEN]);
+        outbox.close();
+        assert_eq!(outbox.pop(Duration::ZERO).unwrap(), Some([7; REPORT_LEN]));
+        assert!(matches!(outbox.pop(Duration::ZERO), Err(Error::Stopped)));
+    }
+
+    #[test]
+    fn outbox_is_bounded() {
+        let outbox = Outbox::new(None);
+        for _ in 0..MAX_QUEUED_REPORTS + 10 {
+            outbox.push([0; REPORT_LEN]);
+        }
+        assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+    }
+}
