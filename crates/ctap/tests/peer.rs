@@ -8,262 +8,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+mod support;
 
-use ctap::command::client_pin::{
-    GetKeyAgreement, GetPinRetries, KeyAgreement, Permissions, PinSession,
-};
+use support::*;
+use std::time::Instant;
+
+use ctap::command::client_pin::Permissions;
 use ctap::command::get_info::{GetInfo, Version};
 use ctap::command::make_credential::{
-    self, MakeCredential, Options, PinUvAuth, PublicKeyCredentialDescriptor,
-    PublicKeyCredentialParameters, RelyingParty, User,
+    MakeCredential, Options, PinUvAuth, PublicKeyCredentialDescriptor,
 };
-use ctap::command::{Command, ResponseError, decode_response, encode_request};
+use ctap::command::{ResponseError, encode_request};
 use ctap::ctaphid::{
-    self, Cid, Command as HidCommand, KeepaliveStatus, PushOutcome, Reassembler, Transaction,
-    TransactionEvent,
+    Command as HidCommand, KeepaliveStatus,
 };
-use ctap::iso7816::{self, AppletVersion, Exchange, ExchangeEvent, Framing, ResponseApdu};
-use ctap::pin_uv::{Pin, PinUvAuthProtocol, PinUvAuthToken};
+use ctap::iso7816::{AppletVersion, Framing};
+use ctap::pin_uv::PinUvAuthProtocol;
 use ctap::status::StatusCode;
 use ctap::u2f::{self, ApduEncoding, RegisterRequest, Registration};
 use ctap::webauthn::attestation::AttestationObject;
 use ctap::webauthn::auth_data::Flags;
 use ctap::webauthn::client_data::{ClientDataType, CollectedClientData};
-use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use virtkey::{Config, TouchPolicy, VirtKey};
-use webauthn_rs::prelude::{
-    AttestationCaListBuilder, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
-};
-
-const RP_ID: &str = "example.org";
-const ORIGIN: &str = "https://example.org";
-/// Long enough for the firmware's P-256 work in a debug build on a loaded machine; the key
-/// sends a KEEPALIVE every 100 ms while it works, so a silent key is a failure, not slowness.
-const SILENCE: Duration = Duration::from_secs(10);
-
-/// A virtual key driven over CTAPHID.
-struct HidKey {
-    key: VirtKey,
-    cid: Cid,
-    /// Every KEEPALIVE status seen, in order.
-    keepalives: Vec<KeepaliveStatus>,
-}
-
-impl HidKey {
-    fn start(config: Config) -> Self {
-        let key = VirtKey::start(config).unwrap();
-        let cid = Self::init(&key);
-        Self {
-            key,
-            cid,
-            keepalives: Vec::new(),
-        }
-    }
-
-    /// CTAPHID_INIT on the broadcast channel with a fresh nonce (CTAP 2.2 §11.2.9.1.3).
-    fn init(key: &VirtKey) -> Cid {
-        let nonce: [u8; 8] = rand::random();
-        key.write_report(&ctaphid::init_request(&nonce)).unwrap();
-        let mut reassembler = Reassembler::new(Cid::BROADCAST, ctaphid::INIT_DATA_LEN);
-        loop {
-            let report = key.read_report(SILENCE).unwrap().expect("INIT answered");
-            if let PushOutcome::Complete(message) = reassembler.push(&report).unwrap() {
-                match ctaphid::parse_init_response(&message.payload, &nonce) {
-                    Ok(init) => {
-                        assert!(init.capabilities.cbor());
-                        return init.cid;
-                    }
-                    Err(ctaphid::InitResponseError::NonceMismatch) => continue,
-                    Err(e) => panic!("bad INIT response: {e}"),
-                }
-            }
-        }
-    }
-
-    /// One transaction; `on_keepalive` runs for each KEEPALIVE and may ask to cancel.
-    fn transact(
-        &mut self,
-        cmd: HidCommand,
-        payload: &[u8],
-        mut on_keepalive: impl FnMut(KeepaliveStatus) -> bool,
-    ) -> Vec<u8> {
-        let mut transaction =
-            Transaction::new(self.cid, cmd, payload, virtkey::MAX_MSG_SIZE).unwrap();
-        for report in transaction.reports() {
-            self.key.write_report(report).unwrap();
-        }
-        let mut cancelled = false;
-        loop {
-            let report = self
-                .key
-                .read_report(SILENCE)
-                .unwrap()
-                .expect("key went silent");
-            match transaction.on_report(&report).unwrap() {
-                TransactionEvent::Response(payload) => return payload,
-                TransactionEvent::Keepalive(status) => {
-                    self.keepalives.push(status);
-                    if !cancelled && on_keepalive(status) {
-                        self.key.write_report(&transaction.cancel_report()).unwrap();
-                        cancelled = true;
-                    }
-                }
-                TransactionEvent::Error(code) => panic!("CTAPHID_ERROR {code:?}"),
-                TransactionEvent::ForeignFrame(_) | TransactionEvent::InProgress => {}
-            }
-        }
-    }
-
-    fn cbor<C: Command>(&mut self, command: &C) -> Result<C::Response, ResponseError> {
-        let request = encode_request(command).unwrap();
-        let response = self.transact(HidCommand::Cbor, &request, |_| false);
-        decode_response::<C>(&response)
-    }
-
-    /// A fresh key agreement; keys regenerate theirs after a failed PIN attempt.
-    fn pin_session(&mut self, protocol: PinUvAuthProtocol) -> PinSession {
-        let key_agreement: KeyAgreement = self
-            .cbor(&GetKeyAgreement {
-                pin_uv_auth_protocol: u32::from(protocol.number()),
-            })
-            .unwrap();
-        PinSession::new(protocol, &key_agreement, &mut OsRng).unwrap()
-    }
-
-    fn set_pin(&mut self, pin: &str) {
-        let session = self.pin_session(PinUvAuthProtocol::Two);
-        let request = session
-            .set_pin(&Pin::new(pin).unwrap(), &mut OsRng)
-            .unwrap();
-        self.cbor(&request).unwrap();
-    }
-
-    fn token(
-        &mut self,
-        protocol: PinUvAuthProtocol,
-        pin: &str,
-        permissions: Permissions,
-    ) -> Result<PinUvAuthToken, ResponseError> {
-        let session = self.pin_session(protocol);
-        let request = session
-            .get_token_using_pin(
-                &Pin::new(pin).unwrap(),
-                permissions,
-                Some(RP_ID.to_owned()),
-                &mut OsRng,
-            )
-            .unwrap();
-        let encrypted = self.cbor(&request)?;
-        Ok(session.decrypt_token(&encrypted).unwrap())
-    }
-
-    fn pin_retries(&mut self) -> u32 {
-        self.cbor(&GetPinRetries::default()).unwrap().pin_retries
-    }
-}
-
-/// The relying party: webauthn-rs trusting exactly the virtual keys' attestation CA.
-struct RelyingPartyUnderTest {
-    webauthn: Webauthn,
-    ca_der: Vec<u8>,
-    aaguid: [u8; 16],
-}
-
-impl RelyingPartyUnderTest {
-    fn new(key: &VirtKey) -> Self {
-        let webauthn = WebauthnBuilder::new(RP_ID, &Url::parse(ORIGIN).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        Self {
-            webauthn,
-            ca_der: key.attestation_ca_der(),
-            aaguid: key.aaguid(),
-        }
-    }
-
-    fn ca_list(&self) -> webauthn_rs::prelude::AttestationCaList {
-        let mut builder = AttestationCaListBuilder::new();
-        builder
-            .insert_device_der(
-                &self.ca_der,
-                Uuid::from_bytes(self.aaguid),
-                "passkeyd virtkey".to_owned(),
-                Default::default(),
-            )
-            .unwrap();
-        builder.build()
-    }
-
-    /// Trust in everything the CA issued: fido-u2f attestation carries no AAGUID to match a
-    /// device entry against, so relying parties trust U2F keys by their CA alone.
-    fn blanket_ca_list(&self) -> webauthn_rs::prelude::AttestationCaList {
-        use base64::Engine as _;
-        let body = base64::engine::general_purpose::STANDARD.encode(&self.ca_der);
-        let lines: Vec<&str> = body
-            .as_bytes()
-            .chunks(64)
-            .map(|line| std::str::from_utf8(line).unwrap())
-            .collect();
-        let pem = format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            lines.join("\n")
-        );
-        webauthn_rs::prelude::AttestationCaList::try_from(pem.as_bytes()).unwrap()
-    }
-}
-
-/// What the browser would return, built from our clientDataJSON and attestation object.
-fn credential(
-    client_data_json: Vec<u8>,
-    attestation_object: &AttestationObject,
-) -> RegisterPublicKeyCredential {
-    let auth_data = attestation_object.parsed_auth_data().unwrap();
-    let id = auth_data
-        .attested_credential_data()
-        .unwrap()
-        .credential_id()
-        .to_vec();
-    let json = serde_json::json!({
-        "id": base64url(&id),
-        "rawId": base64url(&id),
-        "type": "public-key",
-        "response": {
-            "attestationObject": base64url(&attestation_object.to_cbor().unwrap()),
-            "clientDataJSON": base64url(&client_data_json),
-        },
-    });
-    serde_json::from_value(json).unwrap()
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn es256() -> Vec<PublicKeyCredentialParameters> {
-    vec![PublicKeyCredentialParameters::public_key(
-        ctap::cose::alg::ES256,
-    )]
-}
-
-fn request(client_data_hash: [u8; 32], user_id: &[u8]) -> make_credential::Request {
-    make_credential::Request::new(
-        client_data_hash,
-        RelyingParty {
-            id: RP_ID.to_owned(),
-            name: Some("Example".to_owned()),
-        },
-        User {
-            id: user_id.to_vec(),
-            name: Some("alice".to_owned()),
-            display_name: Some("Alice".to_owned()),
-        },
-        es256(),
-    )
-}
+use webauthn_rs::prelude::Uuid;
 
 #[test]
 fn get_info_describes_the_firmware() {
@@ -454,39 +222,6 @@ fn u2f_registration_through_ctaphid_msg_is_a_fido_u2f_attestation() {
     rp.webauthn
         .finish_securitykey_registration(&credential(client_data.to_json_bytes(), &object), &state)
         .expect("webauthn-rs verifies the fido-u2f attestation");
-}
-
-/// The NFC front end, driven with `iso7816::Exchange` in both framings.
-struct NfcKey {
-    key: VirtKey,
-    framing: Framing,
-}
-
-impl NfcKey {
-    fn transmit(&self, apdu: &[u8]) -> Vec<u8> {
-        self.key.transmit_apdu(apdu, SILENCE).unwrap()
-    }
-
-    fn select(&self) -> AppletVersion {
-        let apdu = iso7816::select_fido_applet()
-            .encode(iso7816::ApduForm::Short)
-            .unwrap();
-        let response = ResponseApdu::parse(&self.transmit(&apdu)).unwrap();
-        AppletVersion::from_select_response(&response).unwrap()
-    }
-
-    fn cbor<C: Command>(&self, command: &C) -> Result<C::Response, ResponseError> {
-        let request = encode_request(command).unwrap();
-        let mut exchange = Exchange::ctap(&request, self.framing, 8192).unwrap();
-        let mut apdu = exchange.first_command().to_vec();
-        loop {
-            match exchange.on_response(&self.transmit(&apdu)).unwrap() {
-                ExchangeEvent::Transmit(next) => apdu = next,
-                ExchangeEvent::StatusUpdate { poll, .. } => apdu = poll,
-                ExchangeEvent::Complete(response) => return decode_response::<C>(&response.data),
-            }
-        }
-    }
 }
 
 #[test]
