@@ -55,6 +55,8 @@ pub(crate) enum Event {
     Reply { job: JobId, reply: HidReply },
     /// A job started or stopped waiting for a touch.
     PresenceChanged(JobId),
+    /// The firmware thread ended (normally at drop, or by a panic in the firmware).
+    FirmwareStopped,
     /// The key is being dropped.
     Stop,
 }
@@ -300,6 +302,7 @@ fn run_pipe(
             Ok(Event::PresenceChanged(job)) => {
                 pipe.on_presence_changed(job, shared.is_waiting(job), Instant::now(), &mut actions);
             }
+            Ok(Event::FirmwareStopped) => pipe.on_firmware_stopped(&mut actions),
             Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
