@@ -8,6 +8,10 @@
 //! never written to disk and is useless outside the process: relying parties in tests trust it by
 //! taking the root from [`crate::VirtKey::attestation_ca_der`].
 //!
+//! fido-authenticator signs U2F registrations with the same key and sends the same certificate
+//! (`ctap1::register` uses `Identity::attestation` too), so fido-u2f attestation carries this
+//! certificate as well; its P-256 key is what WebAuthn §8.6 requires there.
+//!
 //! The certificates are built with RustCrypto `x509-cert` (builder feature) and signed with
 //! `p256` ECDSA: pure Rust, the same `p256` 0.13 the rest of the workspace uses, no C toolchain
 //! and no `ring`/`aws-lc` backend (which `rcgen` would bring in).

@@ -67,6 +67,11 @@ const CTAP2_ERR_KEEPALIVE_CANCEL: u8 = 0x2d;
 /// key has a small table too, and a forgotten channel just gets INVALID_CHANNEL and re-INITs).
 const MAX_CHANNELS: usize = 256;
 
+/// Keepalives are never sent more often than this, whatever the configuration says.
+const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(1);
+/// Stand-in for "never" when a configured duration does not fit an `Instant`.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Which firmware entry a HID message goes to.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(crate) enum HidCommand {
@@ -155,7 +160,8 @@ pub(crate) struct Pipe {
 }
 
 impl Pipe {
-    pub(crate) fn new(config: PipeConfig) -> Self {
+    pub(crate) fn new(mut config: PipeConfig) -> Self {
+        config.keepalive_interval = config.keepalive_interval.max(MIN_KEEPALIVE_INTERVAL);
         Self {
             config,
             state: State::Idle,
@@ -318,7 +324,7 @@ impl Pipe {
                 total,
                 buffer,
                 next_seq: 0,
-                deadline: now + self.config.continuation_timeout,
+                deadline: later(now, self.config.continuation_timeout),
             };
         }
     }
@@ -354,7 +360,7 @@ impl Pipe {
         let want = total.saturating_sub(buffer.len()).min(CONT_DATA_LEN);
         buffer.extend_from_slice(data.get(..want).unwrap_or_default());
         *next_seq = next_seq.saturating_add(1);
-        *deadline = now + self.config.continuation_timeout;
+        *deadline = later(now, self.config.continuation_timeout);
         if buffer.len() >= *total {
             let command = *command;
             let payload = std::mem::take(buffer);
@@ -413,7 +419,7 @@ impl Pipe {
             cid,
             command: firmware_command,
             job,
-            next_keepalive: now + self.config.keepalive_interval,
+            next_keepalive: later(now, self.config.keepalive_interval),
             last_status: None,
         };
     }
@@ -442,6 +448,15 @@ impl Pipe {
         }
     }
 
+    /// The firmware thread is gone: a request waiting for it gets CTAPHID_ERROR OTHER (later
+    /// ones get the same when their submission fails).
+    pub(crate) fn on_firmware_stopped(&mut self, out: &mut Vec<Action>) {
+        if let State::Busy { cid, .. } = self.state {
+            out.push(error_report(cid, err::OTHER));
+            self.state = State::Idle;
+        }
+    }
+
     /// Time passed: sends a due KEEPALIVE (`upneeded`: the busy job waits for a touch) or ends
     /// a message whose continuation packets stopped coming.
     pub(crate) fn on_timer(&mut self, now: Instant, upneeded: bool, out: &mut Vec<Action>) {
@@ -463,7 +478,7 @@ impl Pipe {
                     let status = keepalive_status(upneeded);
                     push_message(*cid, cmd::KEEPALIVE, &[status], out);
                     *last_status = Some(status);
-                    *next_keepalive = now + self.config.keepalive_interval;
+                    *next_keepalive = later(now, self.config.keepalive_interval);
                 }
             }
         }
@@ -490,10 +505,17 @@ impl Pipe {
             if *busy == job && *last_status != Some(status) {
                 push_message(*cid, cmd::KEEPALIVE, &[status], out);
                 *last_status = Some(status);
-                *next_keepalive = now + self.config.keepalive_interval;
+                *next_keepalive = later(now, self.config.keepalive_interval);
             }
         }
     }
+}
+
+/// `now + after`, saturating far in the future instead of overflowing for absurd durations.
+fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
 }
 
 fn keepalive_status(upneeded: bool) -> u8 {
@@ -929,6 +951,45 @@ mod tests {
         let mut out = Vec::new();
         pipe.on_reply(job, HidReply::Error(err::INVALID_LEN), &mut out);
         assert_error(&out, a, err::INVALID_LEN);
+    }
+
+    #[test]
+    fn a_dead_firmware_ends_the_pending_request() {
+        let mut pipe = Pipe::new(CONFIG);
+        let now = Instant::now();
+        let a = open(&mut pipe, now);
+        submit(&mut pipe, a, cmd::CBOR, now);
+        let mut out = Vec::new();
+        pipe.on_firmware_stopped(&mut out);
+        assert_error(&out, a, err::OTHER);
+        assert_eq!(pipe.busy_job(), None);
+    }
+
+    #[test]
+    fn absurd_durations_neither_panic_nor_spin() {
+        let mut pipe = Pipe::new(PipeConfig {
+            keepalive_interval: Duration::ZERO,
+            continuation_timeout: Duration::MAX,
+            ..CONFIG
+        });
+        let now = Instant::now();
+        let a = open(&mut pipe, now);
+        submit(&mut pipe, a, cmd::CBOR, now);
+        assert_eq!(pipe.next_deadline(), Some(now + Duration::from_millis(1)));
+        let mut out = Vec::new();
+        pipe.on_timer(now, false, &mut out);
+        assert!(out.is_empty());
+        let b = open(&mut pipe, now);
+        pipe.on_report(&init_packet(b, cmd::PING, 100, &[0; 57]), now, &mut out);
+        assert_error(&out, b, err::CHANNEL_BUSY);
+        let mut pipe = Pipe::new(PipeConfig {
+            continuation_timeout: Duration::MAX,
+            ..CONFIG
+        });
+        let a = open(&mut pipe, now);
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(a, cmd::PING, 100, &[0; 57]), now, &mut out);
+        assert!(pipe.next_deadline().unwrap() > now + Duration::from_secs(3600));
     }
 
     #[test]

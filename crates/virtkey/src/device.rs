@@ -55,6 +55,8 @@ pub(crate) enum Event {
     Reply { job: JobId, reply: HidReply },
     /// A job started or stopped waiting for a touch.
     PresenceChanged(JobId),
+    /// The firmware thread ended (normally at drop, or by a panic in the firmware).
+    FirmwareStopped,
     /// The key is being dropped.
     Stop,
 }
@@ -87,7 +89,8 @@ impl std::fmt::Debug for VirtKey {
 }
 
 impl VirtKey {
-    /// Boots a virtual key: generates (once per process) the attestation material, writes it
+    /// Boots a virtual key: generates (once per process, then shared by all keys of the
+    /// process like a batch certificate) the attestation material, writes it
     /// into a fresh RAM filesystem, starts the firmware, sets the preset PIN if any, and starts
     /// the CTAPHID pipe. Returns once the key is ready for reports and APDUs.
     pub fn start(config: Config) -> Result<Self, Error> {
@@ -189,7 +192,8 @@ impl VirtKey {
     /// call each) to the firmware's ISO 7816 front end and returns the response data followed
     /// by SW1 SW2, waiting at most `timeout` for the firmware.
     ///
-    /// SELECT of the FIDO AID `A0 00 00 06 47 2F 00 01` answers `U2F_V2`; NFCCTAP_MSG
+    /// As on a real card, the applet must be selected first (else SW `6A82`): SELECT of the
+    /// FIDO AID `A0 00 00 06 47 2F 00 01` ([`crate::FIDO_AID`]) answers `U2F_V2`; NFCCTAP_MSG
     /// (`80 10 ..`) carries a CTAP2 command; U2F APDUs (INS 0x01–0x03) work as well. A response
     /// longer than the command's Le (absent Le means 0) comes in pieces with SW `61xx`, fetched
     /// with GET RESPONSE (`00 C0 00 00 Le`). The firmware answers NFCCTAP_GETRESPONSE
@@ -300,6 +304,7 @@ fn run_pipe(
             Ok(Event::PresenceChanged(job)) => {
                 pipe.on_presence_changed(job, shared.is_waiting(job), Instant::now(), &mut actions);
             }
+            Ok(Event::FirmwareStopped) => pipe.on_firmware_stopped(&mut actions),
             Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }

@@ -84,6 +84,9 @@ pub(crate) struct Firmware {
 impl Firmware {
     /// Runs the firmware until every job sender is gone or the key stops.
     pub(crate) fn run(self) {
+        // Tells the pipe thread when this thread ends, also by unwinding from a panic in the
+        // firmware, so that a request waiting for it does not wait forever.
+        let _notice = StopNotice(self.events.clone());
         virt::with_platform(StoreConfig::ram(), |mut platform| {
             // trussed's virt platform seeds its RNG with a constant; every virtual key gets its
             // own key-wrapping key and credential keys from a fresh seed instead.
@@ -190,6 +193,14 @@ impl Firmware {
                 }
             }
         }
+    }
+}
+
+struct StopNotice(Sender<Event>);
+
+impl Drop for StopNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::FirmwareStopped);
     }
 }
 

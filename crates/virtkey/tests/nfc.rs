@@ -47,6 +47,11 @@ fn transmit_all(key: &VirtKey, apdu: &[u8]) -> (Vec<u8>, u16, usize) {
 #[test]
 fn select_answers_u2f_v2() {
     let key = VirtKey::start(Config::default()).unwrap();
+    // Nothing is selected yet: the command has no applet to go to.
+    let response = key
+        .transmit_apdu(&[0x80, 0x10, 0x00, 0x00, 0x01, 0x04, 0x00], TIMEOUT)
+        .unwrap();
+    assert_eq!(response, vec![0x6a, 0x82]);
     let response = key
         .transmit_apdu(&select_apdu(Some(0x00)), TIMEOUT)
         .unwrap();
