@@ -72,7 +72,10 @@ fn main() {
     let response = key.cbor(&MakeCredential::new(req).unwrap()).unwrap();
     let object = AttestationObject::from_response(response).unwrap();
     let auth_data = object.parsed_auth_data().unwrap();
-    let credential_id = auth_data.attested_credential_data().unwrap().credential_id();
+    let credential_id = auth_data
+        .attested_credential_data()
+        .unwrap()
+        .credential_id();
     println!(
         "created  fmt {}, flags {:?}, credential {}",
         object.fmt,
@@ -82,7 +85,10 @@ fn main() {
 
     let passkey = rp
         .webauthn
-        .finish_attested_passkey_registration(&credential(client_data.to_json_bytes(), &object), &state)
+        .finish_attested_passkey_registration(
+            &credential(client_data.to_json_bytes(), &object),
+            &state,
+        )
         .expect("webauthn-rs accepts the registration");
     println!(
         "verified by webauthn-rs: credential {}, attestation chain to the virtkey CA ({} ms)",

@@ -10,8 +10,8 @@
 
 mod support;
 
-use support::*;
 use std::time::Instant;
+use support::*;
 
 use ctap::command::client_pin::Permissions;
 use ctap::command::get_info::{GetInfo, Version};
@@ -19,9 +19,7 @@ use ctap::command::make_credential::{
     MakeCredential, Options, PinUvAuth, PublicKeyCredentialDescriptor,
 };
 use ctap::command::{ResponseError, encode_request};
-use ctap::ctaphid::{
-    Command as HidCommand, KeepaliveStatus,
-};
+use ctap::ctaphid::{Command as HidCommand, KeepaliveStatus};
 use ctap::iso7816::{AppletVersion, Framing};
 use ctap::pin_uv::PinUvAuthProtocol;
 use ctap::status::StatusCode;

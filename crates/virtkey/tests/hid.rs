@@ -262,8 +262,10 @@ fn cancel_ends_a_request_waiting_for_a_touch() {
     }
     let cancelled = Instant::now();
     send(&key, cid, CMD_CANCEL, &[]);
-    let outcome = wait_reply(&key, cid, cancelled + Duration::from_secs(1));
-    assert!(cancelled.elapsed() < Duration::from_millis(500));
+    // Far below the firmware's 30 s presence timeout: the answer came from CANCEL. The bound
+    // is loose so that a loaded machine does not fail it.
+    let outcome = wait_reply(&key, cid, cancelled + Duration::from_secs(5));
+    assert!(cancelled.elapsed() < Duration::from_secs(5));
     assert_eq!(
         outcome.reply,
         Message {

@@ -186,7 +186,7 @@ fn apdu_timeout_abandons_the_request() {
     let started = Instant::now();
     let result = key.transmit_apdu(&apdu, Duration::from_millis(200));
     assert!(matches!(result, Err(Error::Timeout)));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(10));
     // The firmware gave up its presence wait: the next APDU is answered promptly.
     let response = key
         .transmit_apdu(
@@ -195,7 +195,7 @@ fn apdu_timeout_abandons_the_request() {
         )
         .unwrap();
     assert_eq!(&response[response.len() - 2..], &[0x90, 0x00]);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < virtkey::FIDO2_UP_TIMEOUT / 2);
 }
 
 #[test]

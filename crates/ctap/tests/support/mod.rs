@@ -11,10 +11,7 @@ use std::time::Duration;
 use ctap::command::client_pin::{
     GetKeyAgreement, GetPinRetries, KeyAgreement, Permissions, PinSession,
 };
-use ctap::command::make_credential::{
-    self,
-    PublicKeyCredentialParameters, RelyingParty, User,
-};
+use ctap::command::make_credential::{self, PublicKeyCredentialParameters, RelyingParty, User};
 use ctap::command::{Command, ResponseError, decode_response, encode_request};
 use ctap::ctaphid::{
     self, Cid, Command as HidCommand, KeepaliveStatus, PushOutcome, Reassembler, Transaction,
@@ -289,4 +286,3 @@ impl NfcKey {
         }
     }
 }
-
