@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use futures_util::StreamExt as _;
 use hyper_util::rt::TokioIo;
 use rand::RngCore as _;
 use rand::rngs::OsRng;
@@ -511,13 +512,15 @@ async fn truncated(response: Response) -> Response {
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    let stream = futures_util::stream::iter([
-        Ok(half),
+    // The pause lets the connection flush the headers and the first half before the error
+    // aborts it; without it the client might see no response at all.
+    let stream = futures_util::stream::iter([Ok(half)]).chain(futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::BrokenPipe,
             "injected truncation",
-        )),
-    ]);
+        ))
+    }));
     Response::from_parts(parts, Body::from_stream(stream))
 }
 
