@@ -424,8 +424,13 @@ async fn retry_after_beyond_the_deadline_gives_up_at_once() {
 
 #[tokio::test]
 async fn complete_retries_after_timeout_and_dropped_connection() {
-    let rig = Rig::start_with(|_| {}, |c| c.request_timeout = Duration::from_millis(500)).await;
+    let rig = Rig::start(|_| {}).await;
     let request = ready_to_complete(&rig, "leo@example.com").await;
+    // A short per-exchange timeout for reg/complete only, still ample for the answer that
+    // finally comes (a timed-out attempt that the server did process would burn the session).
+    let mut config = rig.client.config().clone();
+    config.request_timeout = Duration::from_secs(3);
+    let client = LoginIdClient::new(config).unwrap();
     rig.emulator.set_faults(FaultPlan(
         [(
             Endpoint::RegComplete,
@@ -435,23 +440,41 @@ async fn complete_retries_after_timeout_and_dropped_connection() {
                     f.times = Some(1);
                 }),
                 fault(|f| {
-                    f.delay_ms = Some(30_000);
+                    f.delay_ms = Some(600_000);
                     f.times = Some(1);
                 }),
             ],
         )]
         .into(),
     ));
-    rig.client.reg_complete(&request, deadline()).await.unwrap();
+    client.reg_complete(&request, deadline()).await.unwrap();
     // Two attempts that never got an answer, then the real one.
-    assert_eq!(complete_statuses(&rig).last(), Some(&Some(200)));
-    assert_eq!(
-        rig.log_lines()
+    let lines: Vec<_> = rig
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["path"] == "/fido2/v2/reg/complete")
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["fault"], "drop connection");
+    assert_eq!(lines[1]["fault"], "delay 600000ms");
+    assert!(lines[..2].iter().all(|l| l["status"].is_null()));
+    assert!(
+        lines[..2]
             .iter()
-            .filter(|l| l["fault"].is_string() || l["outcome"].is_string())
-            .count(),
-        2
+            .all(|l| l["outcome"] == "connection closed before a response")
     );
+    assert_eq!(lines[2]["status"], 200);
+}
+
+#[tokio::test]
+async fn https_really_speaks_tls() {
+    // The emulator speaks plain HTTP: a TLS handshake with it fails, as a connection error.
+    let rig = Rig::start(|_| {}).await;
+    let url = url::Url::parse(&format!("https://{}", rig.emulator.addr())).unwrap();
+    let client = LoginIdClient::new(support::client_config(url)).unwrap();
+    let result = client.jwks().await;
+    assert!(matches!(result, Err(Error::Connect(_))), "{result:?}");
+    assert!(rig.log_lines().is_empty());
 }
 
 #[tokio::test]

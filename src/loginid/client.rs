@@ -52,6 +52,7 @@ struct Inner {
 }
 
 /// What goes into the `Authorization` header.
+#[derive(Clone, Copy)]
 enum Auth<'a> {
     None,
     ApiKey(&'a ApiKey),
@@ -146,13 +147,7 @@ impl LoginIdClient {
         let mut retry = 0_u32;
         loop {
             let result = self
-                .exchange(
-                    Method::POST,
-                    path::REG_INIT,
-                    clone_auth(&auth),
-                    Some(request),
-                    deadline,
-                )
+                .exchange(Method::POST, path::REG_INIT, auth, Some(request), deadline)
                 .await
                 .and_then(|reply| json_body(&reply, authz));
             match result {
@@ -307,14 +302,6 @@ impl LoginIdClient {
         let mut value = HeaderValue::from_str(&text).map_err(|_| TokenError::Malformed)?;
         value.set_sensitive(true);
         Ok(Some(value))
-    }
-}
-
-fn clone_auth<'a>(auth: &Auth<'a>) -> Auth<'a> {
-    match auth {
-        Auth::None => Auth::None,
-        Auth::ApiKey(key) => Auth::ApiKey(key),
-        Auth::Token(token) => Auth::Token(token),
     }
 }
 

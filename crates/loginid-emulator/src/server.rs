@@ -317,9 +317,10 @@ fn router(state: Arc<AppState>) -> Router {
 #[derive(Clone)]
 struct Detail(String);
 
-/// The fault applied to a request, for the request log.
-#[derive(Clone)]
-struct FaultLabel(String);
+/// The fault applied to a request, for the request log; shared so that the log line has it
+/// even when the fault means there is never a response.
+#[derive(Clone, Default)]
+struct FaultSlot(Arc<Mutex<Option<String>>>);
 
 /// An `AppError` response (reference §1): `{"msgCode": ..., "msg": ...}`.
 fn error(status: StatusCode, msg: &str) -> Response {
@@ -368,6 +369,7 @@ fn hex(bytes: &[u8]) -> String {
 /// mid-way (then `status` is null).
 struct LogGuard {
     state: Arc<AppState>,
+    fault: FaultSlot,
     line: Value,
     started: Instant,
     done: bool,
@@ -378,19 +380,29 @@ impl Drop for LogGuard {
         if !self.done {
             self.line["outcome"] = json!("connection closed before a response");
         }
+        if let Some(label) = lock(&self.fault.0).take() {
+            self.line["fault"] = json!(label);
+        }
         self.line["durationMs"] =
             json!(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
         self.state.write_log(&self.line);
     }
 }
 
-async fn request_log(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn request_log(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let fault = FaultSlot::default();
+    request.extensions_mut().insert(fault.clone());
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| fingerprint(&String::from_utf8_lossy(v.as_bytes())));
     let mut guard = LogGuard {
         state: Arc::clone(&state),
+        fault,
         line: json!({
             "ts": unix_now(),
             "method": request.method().as_str(),
@@ -411,9 +423,6 @@ async fn request_log(State(state): State<Arc<AppState>>, request: Request, next:
     if let Some(Detail(detail)) = response.extensions().get::<Detail>() {
         guard.line["detail"] = json!(detail);
     }
-    if let Some(FaultLabel(label)) = response.extensions().get::<FaultLabel>() {
-        guard.line["fault"] = json!(label);
-    }
     response
 }
 
@@ -431,9 +440,10 @@ async fn inject_faults(
     let Some(fault) = lock(&state.faults).take(endpoint) else {
         return next.run(request).await;
     };
-    let mut response = apply_fault(&state, &fault, request, next).await;
-    response.extensions_mut().insert(FaultLabel(fault.label()));
-    response
+    if let Some(FaultSlot(slot)) = request.extensions().get::<FaultSlot>() {
+        *lock(slot) = Some(fault.label());
+    }
+    apply_fault(&state, &fault, request, next).await
 }
 
 async fn apply_fault(
