@@ -467,6 +467,20 @@ async fn complete_retries_after_timeout_and_dropped_connection() {
 }
 
 #[tokio::test]
+async fn a_passed_deadline_sends_nothing() {
+    let rig = Rig::start(|_| {}).await;
+    let request = ready_to_complete(&rig, "olga@example.com").await;
+    let result = rig.client.reg_complete(&request, Instant::now()).await;
+    assert!(
+        matches!(&result, Err(Error::DeadlineExceeded { last }) if matches!(**last, Error::Timeout)),
+        "{result:?}"
+    );
+    assert!(complete_statuses(&rig).is_empty());
+    // The session is still there for an attempt in time.
+    rig.client.reg_complete(&request, deadline()).await.unwrap();
+}
+
+#[tokio::test]
 async fn https_really_speaks_tls() {
     // The emulator speaks plain HTTP: a TLS handshake with it fails, as a connection error.
     let rig = Rig::start(|_| {}).await;

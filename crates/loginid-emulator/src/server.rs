@@ -56,6 +56,9 @@ pub enum StartError {
     /// Binding or reading the log file failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The ceremony timeout does not fit WebAuthn's 32-bit millisecond count.
+    #[error("timeout of {0:?} is longer than 2^32 - 1 ms")]
+    TimeoutTooLong(Duration),
     /// An allowed origin or the base URL is not a URL.
     #[error("bad URL: {0}")]
     Url(#[from] url::ParseError),
@@ -230,6 +233,10 @@ pub(crate) async fn start(
 ) -> Result<Running, StartError> {
     if !listen.ip().is_loopback() {
         return Err(StartError::NotLoopback(listen));
+    }
+    // webauthn-rs-core panics on a timeout that does not fit a u32 of milliseconds.
+    if u32::try_from(config.timeout.as_millis()).is_err() {
+        return Err(StartError::TimeoutTooLong(config.timeout));
     }
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;

@@ -319,6 +319,17 @@ async fn refuses_to_listen_beyond_loopback() {
 }
 
 #[tokio::test]
+async fn refuses_an_impossible_timeout() {
+    let mut config = config();
+    config.timeout = Duration::from_millis(u64::from(u32::MAX) + 1);
+    let result = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await;
+    assert!(matches!(
+        result,
+        Err(loginid_emulator::StartError::TimeoutTooLong(_))
+    ));
+}
+
+#[tokio::test]
 async fn registration_happy_path_and_options() {
     let emulator = start(|_| {}).await;
     let reply = init(&emulator, "alice@example.com", None).await;
