@@ -189,12 +189,20 @@ async fn command_line_interface() {
     std::fs::create_dir_all(&dir).unwrap();
     let port_file = dir.join("port");
     let log = dir.join("requests.jsonl");
+    let faults = dir.join("faults.json");
+    std::fs::write(
+        &faults,
+        r#"{"token/verify": [{"status": 500, "times": 1}]}"#,
+    )
+    .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loginid-emulator"))
         .args(["--listen", "127.0.0.1:0", "--port-file"])
         .arg(&port_file)
         .args(["--app-id", APP_ID, "--origin", ORIGIN, "--rp-id", RP_ID])
         .args(["--api-key", API_KEY, "--protected", "--request-log"])
         .arg(&log)
+        .arg("--faults")
+        .arg(&faults)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -261,6 +269,18 @@ async fn command_line_interface() {
     .unwrap();
     assert_eq!(init.status, 200);
 
+    // The fault plan given at start.
+    let verify = http(
+        addr,
+        "POST",
+        "/fido2/v2/mgmt/token/verify",
+        &[("Authorization", &auth)],
+        Some(&json!({"jwtAccess": "x"})),
+    )
+    .await
+    .unwrap();
+    assert_app_error(&verify, 500, "internal_error", "injected");
+
     // Faults changed at run time through the admin endpoint.
     let plan = json!({"jwks": [{"status": 503, "retryAfter": "7", "times": 1}]});
     let unauthorized = http(addr, "PUT", "/admin/faults", &[], Some(&plan))
@@ -290,7 +310,7 @@ async fn command_line_interface() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(log_text.lines().count(), 8);
+    assert_eq!(log_text.lines().count(), 9);
     assert!(!log_text.contains(&token));
     assert!(!log_text.contains(&token[token.len() - 16..]));
     assert!(!log_text.contains(API_KEY));
@@ -391,6 +411,41 @@ async fn registration_happy_path_and_options() {
     assert_eq!(
         next["registrationRequestOptions"]["user"]["id"],
         options["user"]["id"]
+    );
+}
+
+#[tokio::test]
+async fn options_follow_the_configuration() {
+    let emulator = start(|c| {
+        c.resident_key = loginid_emulator::ResidentKey::Preferred;
+        c.attestation = loginid_emulator::Attestation::None;
+        c.user_verification = UserVerification::Preferred;
+        c.timeout = Duration::from_secs(120);
+        c.rp_name = "Example Corp".into();
+    })
+    .await;
+    let mut body = init_body("opt@example.com");
+    body["passkeyOptions"] = json!({});
+    body["user"]["displayName"] = json!("Opt");
+    let reply = http(
+        emulator.addr(),
+        "POST",
+        "/fido2/v2/reg/init",
+        &[],
+        Some(&body),
+    )
+    .await
+    .unwrap();
+    let options = &reply.json()["registrationRequestOptions"];
+    assert_eq!(options["timeout"], 120_000);
+    assert_eq!(options["attestation"], "none");
+    assert_eq!(options["rp"]["name"], "Example Corp");
+    assert_eq!(options["user"]["displayName"], "Opt");
+    // No security-key hint: no attachment.
+    assert_eq!(
+        options["authenticatorSelection"],
+        json!({"residentKey": "preferred", "requireResidentKey": false,
+               "userVerification": "preferred"})
     );
 }
 
