@@ -8,7 +8,7 @@ use url::Url;
 use crate::faults::FaultPlan;
 
 /// `userVerification` the emulator requests and enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UserVerification {
     /// UV flag must be set.
     #[default]
@@ -20,7 +20,7 @@ pub enum UserVerification {
 }
 
 /// `residentKey` the emulator requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ResidentKey {
     /// A discoverable credential is required (`requireResidentKey: true`).
     #[default]
@@ -33,7 +33,7 @@ pub enum ResidentKey {
 
 /// `attestation` conveyance the emulator requests. Any of `none`, `packed` and `fido-u2f` is
 /// verified and accepted whatever is requested, as relying parties do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Attestation {
     /// `none`.
     None,
@@ -43,6 +43,39 @@ pub enum Attestation {
     #[default]
     Direct,
 }
+
+/// A command-line value that names none of an option's choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value {value:?}; expected one of {expected}")]
+pub struct UnknownChoice {
+    value: String,
+    expected: &'static str,
+}
+
+/// `FromStr` from the lower-case names WebAuthn uses, for the command line.
+macro_rules! choices {
+    ($type:ty, $expected:literal, $($name:literal => $variant:expr),+ $(,)?) => {
+        impl std::str::FromStr for $type {
+            type Err = UnknownChoice;
+
+            fn from_str(value: &str) -> Result<Self, Self::Err> {
+                match value {
+                    $($name => Ok($variant),)+
+                    _ => Err(UnknownChoice { value: value.to_owned(), expected: $expected }),
+                }
+            }
+        }
+    };
+}
+
+choices!(UserVerification, "required, preferred, discouraged",
+    "required" => Self::Required, "preferred" => Self::Preferred,
+    "discouraged" => Self::Discouraged);
+choices!(ResidentKey, "required, preferred, discouraged",
+    "required" => Self::Required, "preferred" => Self::Preferred,
+    "discouraged" => Self::Discouraged);
+choices!(Attestation, "none, indirect, direct",
+    "none" => Self::None, "indirect" => Self::Indirect, "direct" => Self::Direct);
 
 /// Everything the emulator needs to know about the application it plays.
 #[derive(Debug, Clone)]
@@ -108,5 +141,22 @@ impl EmulatorConfig {
             faults: FaultPlan::default(),
             request_log: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_parse_from_their_webauthn_names() {
+        assert_eq!("discouraged".parse(), Ok(UserVerification::Discouraged));
+        assert_eq!("preferred".parse(), Ok(ResidentKey::Preferred));
+        assert_eq!("none".parse(), Ok(Attestation::None));
+        let err = "Direct".parse::<Attestation>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"unknown value "Direct"; expected one of none, indirect, direct"#
+        );
     }
 }

@@ -44,13 +44,21 @@ struct Args {
     #[arg(long)]
     protected: bool,
     /// User verification requested and enforced.
-    #[arg(long, value_enum, default_value_t = UserVerification::Required)]
+    #[arg(
+        long,
+        default_value = "required",
+        value_name = "required|preferred|discouraged"
+    )]
     user_verification: UserVerification,
     /// Resident key requested.
-    #[arg(long, value_enum, default_value_t = ResidentKey::Required)]
+    #[arg(
+        long,
+        default_value = "required",
+        value_name = "required|preferred|discouraged"
+    )]
     resident_key: ResidentKey,
     /// Attestation conveyance requested.
-    #[arg(long, value_enum, default_value_t = Attestation::Direct)]
+    #[arg(long, default_value = "direct", value_name = "none|indirect|direct")]
     attestation: Attestation,
     /// Ceremony timeout and registration session lifetime, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
