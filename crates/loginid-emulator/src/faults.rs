@@ -1,0 +1,190 @@
+//! Fault injection: per endpoint, a queue of faults applied to the next requests.
+//!
+//! Set at start (`--faults FILE`, [`EmulatorConfig::faults`](crate::EmulatorConfig)) and at run
+//! time through `PUT /admin/faults` or [`Emulator::set_faults`](crate::Emulator::set_faults).
+//! JSON form: `{"reg/complete": [{"status": 500, "times": 1}], "jwks": [{"delayMs": 60000}]}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An endpoint that faults can be attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Endpoint {
+    /// `POST /fido2/v2/mgmt/grant`.
+    #[serde(rename = "grant")]
+    Grant,
+    /// `POST /fido2/v2/mgmt/token/verify`.
+    #[serde(rename = "token/verify")]
+    TokenVerify,
+    /// `GET /fido2/v2/.well-known/jwks.json`.
+    #[serde(rename = "jwks")]
+    Jwks,
+    /// `POST /fido2/v2/reg/init`.
+    #[serde(rename = "reg/init")]
+    RegInit,
+    /// `POST /fido2/v2/reg/complete`.
+    #[serde(rename = "reg/complete")]
+    RegComplete,
+}
+
+impl Endpoint {
+    /// The endpoint served at `path`, if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/fido2/v2/mgmt/grant" => Some(Self::Grant),
+            "/fido2/v2/mgmt/token/verify" => Some(Self::TokenVerify),
+            "/fido2/v2/.well-known/jwks.json" => Some(Self::Jwks),
+            "/fido2/v2/reg/init" => Some(Self::RegInit),
+            "/fido2/v2/reg/complete" => Some(Self::RegComplete),
+            _ => None,
+        }
+    }
+}
+
+/// What is wrong with the body of a faulty response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
+pub enum BodyFault {
+    /// The real response, cut in half: `Content-Length` announces the full body, half of it is
+    /// sent, then the connection is closed. The request *is* processed.
+    Truncated,
+    /// Instead of the real response, `bytes` bytes of JSON-looking filler are streamed (never
+    /// held in memory). The request is not processed.
+    #[serde(rename_all = "camelCase")]
+    Oversized {
+        /// Body size.
+        bytes: u64,
+        /// Announce the size in `Content-Length` (otherwise chunked).
+        #[serde(default)]
+        declare_length: bool,
+    },
+    /// The real response with `Content-Type: text/html`. The request is processed.
+    WrongContentType,
+    /// The connection is closed without any response. The request is not processed.
+    DropConnection,
+}
+
+/// One fault. Status, delay and body faults combine; the delay comes first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    /// Answer with this status and an `AppError` body instead of processing the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `Retry-After` header value sent with `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// Answer `307 Temporary Redirect` to this URL instead of processing the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_to: Option<String>,
+    /// Wait this long before anything else (a stalled server when long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Body fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyFault>,
+    /// Apply to this many requests, then move on to the next fault in the queue; absent means
+    /// every request from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+}
+
+impl Fault {
+    /// Short description for the request log.
+    pub fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(ms) = self.delay_ms {
+            parts.push(format!("delay {ms}ms"));
+        }
+        if let Some(status) = self.status {
+            parts.push(format!("status {status}"));
+        }
+        if self.redirect_to.is_some() {
+            parts.push("redirect".to_owned());
+        }
+        match &self.body {
+            Some(BodyFault::Truncated) => parts.push("truncated".to_owned()),
+            Some(BodyFault::Oversized { bytes, .. }) => parts.push(format!("oversized {bytes}")),
+            Some(BodyFault::WrongContentType) => parts.push("wrong content type".to_owned()),
+            Some(BodyFault::DropConnection) => parts.push("drop connection".to_owned()),
+            None => {}
+        }
+        parts.join(", ")
+    }
+}
+
+/// Fault queues per endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FaultPlan(pub BTreeMap<Endpoint, Vec<Fault>>);
+
+impl FaultPlan {
+    /// The fault for the next request to `endpoint`, consuming one use of it.
+    pub fn take(&mut self, endpoint: Endpoint) -> Option<Fault> {
+        let queue = self.0.get_mut(&endpoint)?;
+        let first = queue.first_mut()?;
+        let fault = first.clone();
+        match &mut first.times {
+            None => {}
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                queue.remove(0);
+            }
+        }
+        if queue.is_empty() {
+            self.0.remove(&endpoint);
+        }
+        // A fault with `times: 0` is spent before it applies.
+        if fault.times == Some(0) {
+            return self.take(endpoint);
+        }
+        Some(fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form_and_queue_order() {
+        let mut plan: FaultPlan = serde_json::from_str(
+            r#"{"reg/complete":[{"status":500,"times":1},
+                                {"status":429,"retryAfter":"1","times":2}],
+                "jwks":[{"delayMs":5,"body":{"kind":"oversized","bytes":10,"declareLength":true}}]}"#,
+        )
+        .unwrap();
+        let take = |plan: &mut FaultPlan| plan.take(Endpoint::RegComplete).map(|f| f.status);
+        assert_eq!(take(&mut plan), Some(Some(500)));
+        assert_eq!(take(&mut plan), Some(Some(429)));
+        assert_eq!(take(&mut plan), Some(Some(429)));
+        assert_eq!(take(&mut plan), None);
+        for _ in 0..3 {
+            let fault = plan.take(Endpoint::Jwks).unwrap();
+            assert_eq!(
+                fault.body,
+                Some(BodyFault::Oversized {
+                    bytes: 10,
+                    declare_length: true
+                })
+            );
+        }
+        assert_eq!(plan.take(Endpoint::Grant), None);
+    }
+
+    #[test]
+    fn unknown_members_are_refused() {
+        assert!(serde_json::from_str::<FaultPlan>(r#"{"grant":[{"stauts":500}]}"#).is_err());
+        assert!(serde_json::from_str::<FaultPlan>(r#"{"nope":[]}"#).is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            Endpoint::from_path("/fido2/v2/reg/init"),
+            Some(Endpoint::RegInit)
+        );
+        assert_eq!(Endpoint::from_path("/fido2/v2/reg/init/"), None);
+    }
+}

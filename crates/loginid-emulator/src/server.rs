@@ -1,0 +1,1167 @@
+//! The HTTP server: accept loop, routes, fault injection and request log.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use futures_util::StreamExt as _;
+use hyper_util::rt::TokioIo;
+use rand::RngCore as _;
+use rand::rngs::OsRng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tower::ServiceExt as _;
+use url::Url;
+use uuid::Uuid;
+use webauthn_rs_core::WebauthnCore;
+use webauthn_rs_core::proto::{
+    AttestationConveyancePreference, AuthenticatorAttachment, COSEAlgorithm,
+    RegisterPublicKeyCredential, RegistrationState, UserVerificationPolicy,
+};
+
+use crate::config::{Attestation, EmulatorConfig, ResidentKey, UserVerification};
+use crate::faults::{BodyFault, Endpoint, Fault, FaultPlan};
+use crate::jws::KeyRing;
+
+/// Scope that authorizes `reg/init` (reference §2); `passkey:write` on June-2024 servers.
+const REG_WRITE: &str = "reg:write";
+const PASSKEY_WRITE: &str = "passkey:write";
+/// Largest request body read.
+const MAX_REQUEST_BYTES: usize = 256 << 10;
+/// Largest real response body that a truncation fault buffers.
+const MAX_BUFFERED_RESPONSE: usize = 1 << 20;
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The emulator only listens on loopback addresses.
+    #[error("refusing to listen on {0}: only loopback addresses are allowed")]
+    NotLoopback(SocketAddr),
+    /// Binding or reading the log file failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The ceremony timeout does not fit WebAuthn's 32-bit millisecond count.
+    #[error("timeout of {0:?} is longer than 2^32 - 1 ms")]
+    TimeoutTooLong(Duration),
+    /// An allowed origin or the base URL is not a URL.
+    #[error("bad URL: {0}")]
+    Url(#[from] url::ParseError),
+}
+
+/// Counters for tests.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) oversize_bytes_sent: AtomicU64,
+}
+
+struct UserRecord {
+    user_id: Uuid,
+    handle: Vec<u8>,
+    credentials: Vec<Vec<u8>>,
+}
+
+struct PendingRegistration {
+    username: String,
+    handle: Vec<u8>,
+    state: RegistrationState,
+    expires: Instant,
+    /// Whether `reg/init` carried a valid `reg:write` token for the user.
+    authorized: bool,
+}
+
+#[derive(Default)]
+struct Store {
+    users: HashMap<String, UserRecord>,
+    sessions: HashMap<String, PendingRegistration>,
+    credential_ids: HashSet<Vec<u8>>,
+}
+
+pub(crate) struct AppState {
+    pub(crate) config: EmulatorConfig,
+    pub(crate) base_url: Url,
+    pub(crate) keys: RwLock<KeyRing>,
+    pub(crate) faults: Mutex<FaultPlan>,
+    pub(crate) stats: Stats,
+    store: Mutex<Store>,
+    webauthn: WebauthnCore,
+    log: Mutex<Option<std::fs::File>>,
+}
+
+/// Locks a mutex, recovering the data if a handler panicked while holding it (the emulator
+/// keeps serving; its state is still consistent enough for tests).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl AppState {
+    pub(crate) fn new(config: EmulatorConfig, base_url: Url) -> Result<Self, StartError> {
+        let webauthn = WebauthnCore::new_unsafe_experts_only(
+            &config.rp_name,
+            &config.rp_id,
+            config.origins.clone(),
+            config.timeout,
+            None,
+            None,
+        );
+        let log = match &config.request_log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            faults: Mutex::new(config.faults.clone()),
+            config,
+            base_url,
+            keys: RwLock::new(KeyRing::new()),
+            stats: Stats::default(),
+            store: Mutex::new(Store::default()),
+            webauthn,
+            log: Mutex::new(log),
+        })
+    }
+
+    fn issuer(&self) -> String {
+        self.base_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sign(claims)
+    }
+
+    /// A signed token for `username` with `scopes`, valid for `ttl` seconds (negative: already
+    /// expired).
+    pub(crate) fn mint(
+        &self,
+        username: &str,
+        scopes: &[String],
+        ttl: i64,
+        token_type: &str,
+    ) -> String {
+        let now = unix_now();
+        let sub = lock(&self.store)
+            .users
+            .get(username)
+            .map(|u| u.user_id.to_string());
+        let mut claims = json!({
+            "aud": self.config.app_id,
+            "iss": self.issuer(),
+            "username": username,
+            "scopes": scopes,
+            "tokenType": token_type,
+            "iat": now,
+            "exp": now.saturating_add(ttl),
+        });
+        if let Some(sub) = sub {
+            claims["sub"] = json!(sub);
+        }
+        self.sign(&claims)
+    }
+
+    /// Checks signature, `aud`, `iss` and `exp` of a token this emulator issued.
+    fn check_token(&self, token: &str) -> Result<Value, &'static str> {
+        let claims = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verify(token)
+            .map_err(|_| "invalid token")?;
+        if claims["aud"] != self.config.app_id.as_str() || claims["iss"] != self.issuer().as_str() {
+            return Err("token is for another application");
+        }
+        if claims["exp"].as_i64().is_none_or(|exp| exp <= unix_now()) {
+            return Err("token has expired");
+        }
+        Ok(claims)
+    }
+
+    fn write_log(&self, line: &Value) {
+        if let Some(file) = lock(&self.log).as_mut() {
+            // A failing log write must not fail the request it describes.
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
+/// The running emulator's plumbing.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) state: Arc<AppState>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) async fn start(
+    config: EmulatorConfig,
+    listen: SocketAddr,
+) -> Result<Running, StartError> {
+    if !listen.ip().is_loopback() {
+        return Err(StartError::NotLoopback(listen));
+    }
+    // webauthn-rs-core panics on a timeout that does not fit a u32 of milliseconds.
+    if u32::try_from(config.timeout.as_millis()).is_err() {
+        return Err(StartError::TimeoutTooLong(config.timeout));
+    }
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let base_url = Url::parse(&format!("http://{addr}"))?;
+    let state = Arc::new(AppState::new(config, base_url)?);
+    let router = router(Arc::clone(&state));
+    let (shutdown, watcher) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, router, watcher));
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+/// Lets a handler close its connection without answering.
+#[derive(Clone)]
+struct ConnectionKiller(Arc<Notify>);
+
+async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                // Accept errors (e.g. out of descriptors) are transient; keep serving.
+                if let Ok((stream, _peer)) = accepted {
+                    tokio::spawn(connection(stream, router.clone(), shutdown.clone()));
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let kill = Arc::new(Notify::new());
+    let killer = ConnectionKiller(Arc::clone(&kill));
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(killer.clone());
+            router.clone().oneshot(request.map(Body::new))
+        });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        () = kill.notified() => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/fido2/v2/mgmt/grant", post(grant))
+        .route("/fido2/v2/mgmt/token/verify", post(token_verify))
+        .route("/fido2/v2/.well-known/jwks.json", get(jwks))
+        .route("/fido2/v2/reg/init", post(reg_init))
+        .route("/fido2/v2/reg/complete", post(reg_complete))
+        .route(
+            "/admin/faults",
+            put(admin_set_faults)
+                .get(admin_get_faults)
+                .delete(admin_clear_faults),
+        )
+        .route("/admin/rotate-key", post(admin_rotate_key))
+        .route("/admin/token", post(admin_token))
+        .route("/admin/stats", get(admin_stats))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") });
+    api.layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        inject_faults,
+    ))
+    .layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        request_log,
+    ))
+    .with_state(state)
+}
+
+/// Why a response is what it is, for the request log.
+#[derive(Clone)]
+struct Detail(String);
+
+/// The fault applied to a request, for the request log; shared so that the log line has it
+/// even when the fault means there is never a response.
+#[derive(Clone, Default)]
+struct FaultSlot(Arc<Mutex<Option<String>>>);
+
+/// An `AppError` response (reference §1): `{"msgCode": ..., "msg": ...}`.
+fn error(status: StatusCode, msg: &str) -> Response {
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        429 => "too_many_requests",
+        _ => "internal_error",
+    };
+    let mut response = (status, axum::Json(json!({"msgCode": code, "msg": msg}))).into_response();
+    response.extensions_mut().insert(Detail(msg.to_owned()));
+    response
+}
+
+fn ok_json(value: &Value) -> Response {
+    axum::Json(value).into_response()
+}
+
+fn with_detail(mut response: Response, detail: String) -> Response {
+    response.extensions_mut().insert(Detail(detail));
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Request log
+
+/// A fingerprint of a credential header: its scheme and 48 bits of its SHA-256, so that log
+/// lines can be correlated without ever containing a token or a key.
+fn fingerprint(value: &str) -> Value {
+    let scheme = match value.split_once(' ') {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => "basic",
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => "bearer",
+        _ => "raw",
+    };
+    let digest = Sha256::digest(value.as_bytes());
+    json!({"scheme": scheme, "sha256": hex(&digest[..6])})
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the log line when the request ends, including when its connection is dropped
+/// mid-way (then `status` is null).
+struct LogGuard {
+    state: Arc<AppState>,
+    fault: FaultSlot,
+    line: Value,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.line["outcome"] = json!("connection closed before a response");
+        }
+        if let Some(label) = lock(&self.fault.0).take() {
+            self.line["fault"] = json!(label);
+        }
+        self.line["durationMs"] =
+            json!(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        self.state.write_log(&self.line);
+    }
+}
+
+async fn request_log(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let fault = FaultSlot::default();
+    request.extensions_mut().insert(fault.clone());
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| fingerprint(&String::from_utf8_lossy(v.as_bytes())));
+    let mut guard = LogGuard {
+        state: Arc::clone(&state),
+        fault,
+        line: json!({
+            "ts": unix_now(),
+            "method": request.method().as_str(),
+            "path": request.uri().path(),
+            "authorization": authorization,
+            "userAgent": request
+                .headers()
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect::<String>()),
+            "status": null,
+        }),
+        started: Instant::now(),
+        done: false,
+    };
+    let response = next.run(request).await;
+    guard.done = true;
+    guard.line["status"] = json!(response.status().as_u16());
+    if let Some(Detail(detail)) = response.extensions().get::<Detail>() {
+        guard.line["detail"] = json!(detail);
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault injection
+
+async fn inject_faults(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(endpoint) = Endpoint::from_path(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let Some(fault) = lock(&state.faults).take(endpoint) else {
+        return next.run(request).await;
+    };
+    if let Some(FaultSlot(slot)) = request.extensions().get::<FaultSlot>() {
+        *lock(slot) = Some(fault.label());
+    }
+    apply_fault(&state, &fault, request, next).await
+}
+
+async fn apply_fault(
+    state: &Arc<AppState>,
+    fault: &Fault,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(ms) = fault.delay_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    match &fault.body {
+        Some(BodyFault::DropConnection) => {
+            if let Some(ConnectionKiller(kill)) = request.extensions().get::<ConnectionKiller>() {
+                kill.notify_one();
+            }
+            // The connection task drops this request with the connection.
+            std::future::pending::<()>().await;
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "connection drop failed");
+        }
+        Some(BodyFault::Oversized {
+            bytes,
+            declare_length,
+        }) => return oversized(Arc::clone(state), *bytes, *declare_length),
+        _ => {}
+    }
+    if let Some(location) = fault
+        .redirect_to
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+        response.headers_mut().insert(header::LOCATION, location);
+        return response;
+    }
+    if let Some(status) = fault.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = error(status, "injected fault");
+        if let Some(retry_after) = fault
+            .retry_after
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
+        return response;
+    }
+    let response = next.run(request).await;
+    match &fault.body {
+        Some(BodyFault::WrongContentType) => {
+            let (mut parts, body) = response.into_parts();
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            Response::from_parts(parts, body)
+        }
+        Some(BodyFault::Truncated) => truncated(response).await,
+        _ => response,
+    }
+}
+
+/// Sends half of `response`'s body under a `Content-Length` for all of it, then fails the
+/// body so that the server closes the connection.
+async fn truncated(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BUFFERED_RESPONSE).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not buffer response",
+        );
+    };
+    let half = bytes.slice(..bytes.len() / 2);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    // The pause lets the connection flush the headers and the first half before the error
+    // aborts it; without it the client might see no response at all.
+    let stream = futures_util::stream::iter([Ok(half)]).chain(futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "injected truncation",
+        ))
+    }));
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// Streams `total` bytes of a JSON-looking body without holding it in memory; every byte
+/// handed to the connection is counted in `Stats::oversize_bytes_sent`.
+fn oversized(state: Arc<AppState>, total: u64, declare_length: bool) -> Response {
+    const CHUNK: usize = 64 << 10;
+    const PREFIX: &[u8] = b"{\"token\":\"";
+    let filler = Bytes::from(vec![b'A'; CHUNK]);
+    let stream = futures_util::stream::unfold(0_u64, move |done| {
+        let filler = filler.clone();
+        let state = Arc::clone(&state);
+        async move {
+            if done >= total {
+                return None;
+            }
+            let left = usize::try_from(total - done).unwrap_or(usize::MAX);
+            let chunk = if done == 0 {
+                Bytes::from_static(PREFIX).slice(..left.min(PREFIX.len()))
+            } else {
+                filler.slice(..left.min(CHUNK))
+            };
+            let len = chunk.len() as u64;
+            state
+                .stats
+                .oversize_bytes_sent
+                .fetch_add(len, Ordering::Relaxed);
+            Some((Ok::<_, std::io::Error>(chunk), done + len))
+        }
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers: &mut HeaderMap = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if declare_length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers
+
+type Reply = Result<Response, Fail>;
+
+/// A refused request: becomes an [`error`] response.
+struct Fail {
+    status: StatusCode,
+    msg: String,
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        error(self.status, &self.msg)
+    }
+}
+
+fn fail(status: StatusCode, msg: &str) -> Fail {
+    Fail {
+        status,
+        msg: msg.to_owned(),
+    }
+}
+
+/// Parses a JSON request body. Error messages name the position only: serde's own messages
+/// may quote the offending value, which could be a token.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Fail> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(fail(StatusCode::BAD_REQUEST, "request body too large"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Data => "unexpected or missing member",
+            _ => "not JSON",
+        };
+        fail(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "malformed request body: {kind} at line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// HTTP Basic with the API key as user name; the password is ignored and may be absent
+/// (`base64("key:")` and `base64("key")`), in either base64 alphabet.
+fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), Fail> {
+    let unauthorized = |msg: &str| fail(StatusCode::UNAUTHORIZED, msg);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("API key required"))?;
+    let (scheme, credentials) = value
+        .split_once(' ')
+        .ok_or_else(|| unauthorized("API key required"))?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(unauthorized("API key required"));
+    }
+    let credentials = credentials.trim();
+    let decoded = [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(credentials).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+    let key = decoded
+        .split_once(':')
+        .map_or(decoded.as_str(), |(key, _)| key);
+    if key != state.config.api_key {
+        return Err(unauthorized("invalid API key"));
+    }
+    Ok(())
+}
+
+/// The JWT of an `Authorization` header, with or without a scheme (everything up to the first
+/// space is dropped, as Goa-generated servers do).
+fn jwt_of(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let token = text.split_once(' ').map_or(&*text, |(_, rest)| rest);
+    Some(token.trim().to_owned())
+}
+
+fn random_b64(len: usize) -> String {
+    let mut bytes = vec![0_u8; len];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+const KNOWN_SCOPES: [&str; 9] = [
+    "passkey:read",
+    "passkey:write",
+    "profile:read",
+    "profile:write",
+    "reg:write",
+    "auth:write",
+    "user:read",
+    "user:write",
+    "external:verify",
+];
+
+#[derive(Deserialize)]
+struct GrantBody {
+    grants: Vec<String>,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+async fn grant(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+    check_api_key(&state, &headers)?;
+    let body: GrantBody = parse(&body)?;
+    if body.grants.is_empty() {
+        return Err(fail(StatusCode::BAD_REQUEST, "grants must not be empty"));
+    }
+    if let Some(unknown) = body
+        .grants
+        .iter()
+        .find(|g| !KNOWN_SCOPES.contains(&g.as_str()))
+    {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            &format!("unknown scope {unknown:?}"),
+        ));
+    }
+    let username = body.username.unwrap_or_default();
+    let token = state.mint(
+        &username,
+        &body.grants,
+        secs(state.config.grant_ttl),
+        "authzToken",
+    );
+    Ok(with_detail(
+        ok_json(&json!({ "token": token })),
+        format!("granted {:?}", body.grants),
+    ))
+}
+
+#[derive(Deserialize)]
+struct TokenVerifyBody {
+    #[serde(rename = "jwtAccess")]
+    jwt_access: String,
+}
+
+async fn token_verify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    check_api_key(&state, &headers)?;
+    let body: TokenVerifyBody = parse(&body)?;
+    let claims = state
+        .check_token(&body.jwt_access)
+        .map_err(|msg| fail(StatusCode::UNAUTHORIZED, msg))?;
+    if claims["tokenType"] != "jwtAccess" {
+        return Err(fail(StatusCode::UNAUTHORIZED, "not a LoginID token"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    let set = state
+        .keys
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .jwks();
+    ok_json(&set)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AppBody {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserBody {
+    username: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PasskeyOptionsBody {
+    #[serde(default)]
+    security_key: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegInitBody {
+    app: AppBody,
+    #[allow(dead_code)] // Required by the schema; its contents do not matter here.
+    device_info: Value,
+    #[serde(default)]
+    user: Option<UserBody>,
+    #[serde(default)]
+    passkey_options: Option<PasskeyOptionsBody>,
+}
+
+async fn reg_init(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+    let body: RegInitBody = parse(&body)?;
+    let config = &state.config;
+    if body.app.id != config.app_id {
+        return Err(fail(StatusCode::BAD_REQUEST, "unknown application"));
+    }
+    let user = body
+        .user
+        .filter(|u| !u.username.is_empty())
+        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "user.username is required"))?;
+    let username = user.username;
+
+    let (existing_handle, exclude) = {
+        let store = lock(&state.store);
+        match store.users.get(&username) {
+            Some(record) => (Some(record.handle.clone()), record.credentials.clone()),
+            None => (None, Vec::new()),
+        }
+    };
+    let authorized = match jwt_of(&headers) {
+        Some(token) => {
+            let claims = state
+                .check_token(&token)
+                .map_err(|msg| fail(StatusCode::UNAUTHORIZED, msg))?;
+            if claims["username"] != username.as_str() {
+                return Err(fail(StatusCode::FORBIDDEN, "token is for another user"));
+            }
+            let scoped = claims["scopes"]
+                .as_array()
+                .is_some_and(|scopes| scopes.iter().any(|s| s == REG_WRITE || s == PASSKEY_WRITE));
+            if !scoped {
+                return Err(fail(
+                    StatusCode::FORBIDDEN,
+                    "token lacks the reg:write scope",
+                ));
+            }
+            true
+        }
+        None if config.protected => {
+            return Err(fail(
+                StatusCode::UNAUTHORIZED,
+                "authorization token required (protected application)",
+            ));
+        }
+        None if !exclude.is_empty() => {
+            return Err(fail(
+                StatusCode::UNAUTHORIZED,
+                "authorization token required for an additional passkey",
+            ));
+        }
+        None => false,
+    };
+
+    let handle = existing_handle.unwrap_or_else(|| {
+        let mut handle = vec![0_u8; 16];
+        OsRng.fill_bytes(&mut handle);
+        handle
+    });
+    let display_name = user
+        .display_name
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| username.clone());
+    let security_key = body
+        .passkey_options
+        .unwrap_or_default()
+        .security_key
+        .unwrap_or(false);
+    let (uv_policy, uv_text) = match config.user_verification {
+        UserVerification::Required => (UserVerificationPolicy::Required, "required"),
+        UserVerification::Preferred => (UserVerificationPolicy::Preferred, "preferred"),
+        UserVerification::Discouraged => (
+            UserVerificationPolicy::Discouraged_DO_NOT_USE,
+            "discouraged",
+        ),
+    };
+    let (conveyance, attestation_text) = match config.attestation {
+        Attestation::None => (AttestationConveyancePreference::None, "none"),
+        Attestation::Indirect => (AttestationConveyancePreference::Indirect, "indirect"),
+        Attestation::Direct => (AttestationConveyancePreference::Direct, "direct"),
+    };
+    let resident_text = match config.resident_key {
+        ResidentKey::Required => "required",
+        ResidentKey::Preferred => "preferred",
+        ResidentKey::Discouraged => "discouraged",
+    };
+    let builder = state
+        .webauthn
+        .new_challenge_register_builder(&handle, &username, &display_name)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, &format!("{e:?}")))?
+        .attestation(conveyance)
+        .user_verification_policy(uv_policy)
+        .exclude_credentials((!exclude.is_empty()).then(|| exclude.clone()))
+        .credential_algorithms(vec![COSEAlgorithm::ES256, COSEAlgorithm::RS256])
+        .require_resident_key(config.resident_key == ResidentKey::Required)
+        .authenticator_attachment(security_key.then_some(AuthenticatorAttachment::CrossPlatform));
+    let (challenge, registration) = state
+        .webauthn
+        .generate_challenge_register(builder)
+        .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:?}")))?;
+    let options = &challenge.public_key;
+
+    let encode = |bytes: &[u8]| {
+        if config.padded_base64 {
+            STANDARD.encode(bytes)
+        } else {
+            URL_SAFE_NO_PAD.encode(bytes)
+        }
+    };
+    let mut selection = json!({
+        "residentKey": resident_text,
+        "requireResidentKey": config.resident_key == ResidentKey::Required,
+        "userVerification": uv_text,
+    });
+    if security_key {
+        selection["authenticatorAttachment"] = json!("cross-platform");
+    }
+    let params: Vec<Value> = options
+        .pub_key_cred_params
+        .iter()
+        .map(|p| json!({"type": p.type_, "alg": p.alg}))
+        .collect();
+    let excluded: Vec<Value> = exclude
+        .iter()
+        .map(|id| json!({"id": encode(id), "type": "public-key"}))
+        .collect();
+    let session = random_b64(32);
+    let response = json!({
+        "action": "proceed",
+        "registrationRequestOptions": {
+            "rp": {"id": config.rp_id, "name": config.rp_name},
+            "user": {"id": encode(&handle), "name": username, "displayName": display_name},
+            "challenge": encode(&options.challenge),
+            "pubKeyCredParams": params,
+            "timeout": u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
+            "attestation": attestation_text,
+            "authenticatorSelection": selection,
+            "excludeCredentials": excluded,
+        },
+        "session": session,
+    });
+
+    let mut store = lock(&state.store);
+    let now = Instant::now();
+    store.sessions.retain(|_, pending| pending.expires > now);
+    store.sessions.insert(
+        session,
+        PendingRegistration {
+            username: username.clone(),
+            handle,
+            state: registration,
+            expires: now + config.timeout,
+            authorized,
+        },
+    );
+    Ok(with_detail(
+        ok_json(&response),
+        format!("session for {username:?} (authorized: {authorized})"),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreationResultBody {
+    attestation_object: String,
+    #[serde(rename = "clientDataJSON")]
+    client_data_json: String,
+    credential_id: String,
+    #[serde(default)]
+    authenticator_data: Option<String>,
+    #[serde(default)]
+    public_key_algorithm: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegCompleteBody {
+    creation_result: CreationResultBody,
+    session: String,
+}
+
+/// The `authData` member of a CBOR attestation object.
+fn auth_data_of(attestation_object: &[u8]) -> Option<Vec<u8>> {
+    let value: ciborium::Value = ciborium::from_reader(attestation_object).ok()?;
+    value.as_map()?.iter().find_map(|(k, v)| {
+        (k.as_text() == Some("authData"))
+            .then(|| v.as_bytes().cloned())
+            .flatten()
+    })
+}
+
+async fn reg_complete(State(state): State<Arc<AppState>>, body: Bytes) -> Reply {
+    let body: RegCompleteBody = parse(&body)?;
+    // Single use: the session is gone whatever happens next.
+    let pending = lock(&state.store)
+        .sessions
+        .remove(&body.session)
+        .ok_or_else(|| fail(StatusCode::FORBIDDEN, "unknown or already used session"))?;
+    if pending.expires <= Instant::now() {
+        return Err(fail(StatusCode::FORBIDDEN, "session expired"));
+    }
+    let result = &body.creation_result;
+    // The client sends unpadded base64url (reference §1); anything else is refused so that a
+    // client emitting another form is caught here rather than by the live service.
+    let decode = |name: &str, text: &str| {
+        URL_SAFE_NO_PAD.decode(text).map_err(|_| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                &format!("creationResult.{name} is not unpadded base64url"),
+            )
+        })
+    };
+    let attestation_object = decode("attestationObject", &result.attestation_object)?;
+    decode("clientDataJSON", &result.client_data_json)?;
+    let credential_id = decode("credentialId", &result.credential_id)?;
+    let credential: RegisterPublicKeyCredential = serde_json::from_value(json!({
+        "id": result.credential_id,
+        "rawId": result.credential_id,
+        "response": {
+            "attestationObject": result.attestation_object,
+            "clientDataJSON": result.client_data_json,
+        },
+        "type": "public-key",
+        "extensions": {},
+    }))
+    .map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed creationResult"))?;
+    let verified = state
+        .webauthn
+        .register_credential(&credential, &pending.state, None)
+        .map_err(|e| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                &format!("registration verification failed: {e:?}"),
+            )
+        })?;
+    if verified.cred_id != credential_id {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "credentialId does not match the attested credential",
+        ));
+    }
+    if let Some(text) = &result.authenticator_data {
+        let claimed = decode("authenticatorData", text)?;
+        if auth_data_of(&attestation_object).as_deref() != Some(claimed.as_slice()) {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "authenticatorData differs from the attestation object's authData",
+            ));
+        }
+    }
+    if let Some(alg) = result.public_key_algorithm
+        && alg != verified.cred.type_ as i64
+    {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "publicKeyAlgorithm differs from the credential's algorithm",
+        ));
+    }
+
+    let config = &state.config;
+    let user_id = {
+        let mut store = lock(&state.store);
+        if store.credential_ids.contains(&credential_id) {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "credential already registered",
+            ));
+        }
+        let has_passkey = store
+            .users
+            .get(&pending.username)
+            .is_some_and(|u| !u.credentials.is_empty());
+        // A concurrent ceremony may have registered the user's first passkey meanwhile.
+        if !pending.authorized && (config.protected || has_passkey) {
+            return Err(fail(
+                StatusCode::FORBIDDEN,
+                "authorization token required for an additional passkey",
+            ));
+        }
+        store.credential_ids.insert(credential_id.clone());
+        let record = store
+            .users
+            .entry(pending.username.clone())
+            .or_insert_with(|| UserRecord {
+                user_id: Uuid::new_v4(),
+                handle: pending.handle.clone(),
+                credentials: Vec::new(),
+            });
+        record.credentials.push(credential_id);
+        record.user_id
+    };
+    let passkey_id = Uuid::new_v4();
+    let now = unix_now();
+    let token = state.sign(&json!({
+        "aud": config.app_id,
+        "iss": state.issuer(),
+        "sub": user_id.to_string(),
+        "username": pending.username,
+        "credID": passkey_id.to_string(),
+        "scopes": ["passkey:read", "passkey:write", "auth:write"],
+        "tokenType": "jwtAccess",
+        "verify": "/fido2/v2/mgmt/token/verify",
+        "rpId": config.rp_id,
+        "iat": now,
+        "exp": now.saturating_add(secs(config.access_token_ttl)),
+    }));
+    Ok(with_detail(
+        ok_json(&json!({
+            "jwtAccess": token,
+            "userId": user_id.to_string(),
+            "passkeyId": passkey_id.to_string(),
+            "deviceId": Uuid::new_v4().to_string(),
+        })),
+        format!("registered passkey for {:?}", pending.username),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin endpoints (API key required)
+
+async fn admin_set_faults(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    check_api_key(&state, &headers)?;
+    let plan: FaultPlan = parse(&body)?;
+    *lock(&state.faults) = plan;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn admin_get_faults(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    check_api_key(&state, &headers)?;
+    let plan = lock(&state.faults).clone();
+    Ok(ok_json(&json!(plan)))
+}
+
+async fn admin_clear_faults(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    check_api_key(&state, &headers)?;
+    *lock(&state.faults) = FaultPlan::default();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn admin_rotate_key(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    check_api_key(&state, &headers)?;
+    let kid = state
+        .keys
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .rotate();
+    Ok(ok_json(&json!({ "kid": kid })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MintBody {
+    username: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    ttl_secs: i64,
+    #[serde(default)]
+    token_type: Option<String>,
+}
+
+async fn admin_token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+    check_api_key(&state, &headers)?;
+    let body: MintBody = parse(&body)?;
+    let token_type = body.token_type.as_deref().unwrap_or("authzToken");
+    let token = state.mint(&body.username, &body.scopes, body.ttl_secs, token_type);
+    Ok(ok_json(&json!({ "token": token })))
+}
+
+async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    check_api_key(&state, &headers)?;
+    let (users, sessions) = {
+        let store = lock(&state.store);
+        (store.users.len(), store.sessions.len())
+    };
+    Ok(ok_json(&json!({
+        "oversizeBytesSent": state.stats.oversize_bytes_sent.load(Ordering::Relaxed),
+        "users": users,
+        "sessions": sessions,
+    })))
+}

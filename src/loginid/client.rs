@@ -1,0 +1,578 @@
+//! The HTTPS client for the LoginID FIDO2 v2 API.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::config::{AuthorizationScheme, LoginIdConfig};
+use super::dto::{
+    AppError, GrantRequest, GrantResponse, JwkSet, RegCompleteRequest, RegCompleteResponse,
+    RegInitRequest, RegInitResponse, TokenVerifyRequest,
+};
+use super::error::{ApiError, ApiErrorCode, ConfigError, Error, TokenError};
+use super::secret::{ApiKey, Token};
+
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("passkeyd/", env!("CARGO_PKG_VERSION"));
+
+/// Paths relative to the application base URL (reference §3).
+mod path {
+    pub(super) const GRANT: &str = "fido2/v2/mgmt/grant";
+    pub(super) const TOKEN_VERIFY: &str = "fido2/v2/mgmt/token/verify";
+    pub(super) const JWKS: &str = "fido2/v2/.well-known/jwks.json";
+    pub(super) const REG_INIT: &str = "fido2/v2/reg/init";
+    pub(super) const REG_COMPLETE: &str = "fido2/v2/reg/complete";
+}
+
+/// Longest server message kept in an [`ApiError`].
+const MAX_MESSAGE_CHARS: usize = 200;
+/// Most redirects followed (all within the base URL's origin).
+const MAX_REDIRECTS: usize = 3;
+
+/// Client of one LoginID application. Cheap to clone (one connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct LoginIdClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    /// Base URL with a trailing slash, so that relative paths append to it.
+    base: Url,
+    config: LoginIdConfig,
+}
+
+/// What goes into the `Authorization` header.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    None,
+    ApiKey(&'a ApiKey),
+    Token(&'a Token),
+}
+
+/// A response read in full (up to the cap).
+struct Reply {
+    status: StatusCode,
+    content_type: Option<String>,
+    retry_after: Option<Duration>,
+    body: Zeroizing<Vec<u8>>,
+}
+
+impl LoginIdClient {
+    /// Builds the client: rustls with the ring provider and the platform's trust roots (plus
+    /// `extra_root_certificates`), HTTP/1.1, no proxies from the environment, redirects only
+    /// within the base URL's origin.
+    pub fn new(config: LoginIdConfig) -> Result<Self, Error> {
+        let plain_http = config.validate()?;
+        let tls = tls_config(&config)?;
+        let origin = config.base_url.origin();
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if attempt.url().origin() == origin {
+                attempt.follow()
+            } else {
+                attempt.error("redirect to another origin")
+            }
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(!plain_http)
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .redirect(redirect)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| ConfigError::Client(e.to_string()))?;
+        let mut base = config.base_url.clone();
+        if !base.path().ends_with('/') {
+            let with_slash = format!("{}/", base.path());
+            base.set_path(&with_slash);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner { http, base, config }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &LoginIdConfig {
+        &self.inner.config
+    }
+
+    /// `POST /fido2/v2/mgmt/grant` (reference §4.1): an authorization token for `request`,
+    /// authenticated with the application API key. For rigs and development; in production
+    /// the UI's backend holds the API key.
+    pub async fn grant(&self, api_key: &ApiKey, request: &GrantRequest) -> Result<Token, Error> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let reply = self
+            .exchange(
+                Method::POST,
+                path::GRANT,
+                Auth::ApiKey(api_key),
+                Some(request),
+                deadline,
+            )
+            .await?;
+        let response: GrantResponse = json_body(&reply, None)?;
+        Ok(response.token)
+    }
+
+    /// `POST /fido2/v2/reg/init` (reference §4.2). `authz` is the authorization token from
+    /// `mgmt/grant` (scope `reg:write`), required for every passkey on protected applications
+    /// and for a user's second passkey everywhere.
+    ///
+    /// Retried only on connection failures (the request never reached the server), with
+    /// back-off, at most `retry.init_attempts` times and never past `deadline`.
+    pub async fn reg_init(
+        &self,
+        request: &RegInitRequest,
+        authz: Option<&Token>,
+        deadline: Instant,
+    ) -> Result<RegInitResponse, Error> {
+        let auth = authz.map_or(Auth::None, Auth::Token);
+        let policy = &self.inner.config.retry;
+        let mut retry = 0_u32;
+        loop {
+            let result = self
+                .exchange(Method::POST, path::REG_INIT, auth, Some(request), deadline)
+                .await
+                .and_then(|reply| json_body(&reply, authz));
+            match result {
+                Err(error @ Error::Connect(_)) if retry + 1 < policy.init_attempts => {
+                    let wait = policy.backoff(retry);
+                    wait_or_give_up(error, wait, deadline).await?;
+                    retry += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `POST /fido2/v2/reg/complete` (reference §4.3).
+    ///
+    /// By now the credential exists on the key, so a network blip must not lose it: the call
+    /// is retried with back-off on connection failures, timeouts, 429 (waiting out
+    /// `Retry-After`) and 5xx, until `deadline` (the session's lifetime). No wait reaches past
+    /// the deadline; when the next attempt could not start in time the last error is returned
+    /// inside [`Error::DeadlineExceeded`].
+    pub async fn reg_complete(
+        &self,
+        request: &RegCompleteRequest,
+        deadline: Instant,
+    ) -> Result<RegCompleteResponse, Error> {
+        let policy = &self.inner.config.retry;
+        let mut retry = 0_u32;
+        loop {
+            let result = self
+                .exchange(
+                    Method::POST,
+                    path::REG_COMPLETE,
+                    Auth::None,
+                    Some(request),
+                    deadline,
+                )
+                .await
+                .and_then(|reply| json_body(&reply, Some(&request.session)));
+            let error = match result {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            let wait = match &error {
+                Error::Connect(_) | Error::Transport(_) | Error::Timeout => policy.backoff(retry),
+                Error::Api(api) if api.status == 429 || (500..=599).contains(&api.status) => {
+                    match api.retry_after {
+                        Some(after) if after > policy.max_retry_after => return Err(error),
+                        Some(after) => after,
+                        None => policy.backoff(retry),
+                    }
+                }
+                _ => return Err(error),
+            };
+            tracing::warn!(
+                retry,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                error = %error,
+                "reg/complete failed; retrying"
+            );
+            wait_or_give_up(error, wait, deadline).await?;
+            retry += 1;
+        }
+    }
+
+    /// `POST /fido2/v2/mgmt/token/verify` (reference §4.4): `Ok(())` when LoginID answers 204.
+    pub async fn verify_token(&self, api_key: &ApiKey, token: &Token) -> Result<(), Error> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let request = TokenVerifyRequest {
+            jwt_access: token.clone(),
+        };
+        let reply = self
+            .exchange(
+                Method::POST,
+                path::TOKEN_VERIFY,
+                Auth::ApiKey(api_key),
+                Some(&request),
+                deadline,
+            )
+            .await?;
+        match reply.status {
+            StatusCode::NO_CONTENT => Ok(()),
+            status if status.is_success() => Err(Error::UnexpectedStatus(status.as_u16())),
+            _ => Err(api_error(&reply, Some(token)).into()),
+        }
+    }
+
+    /// `GET /fido2/v2/.well-known/jwks.json` (reference §4.5).
+    pub async fn jwks(&self) -> Result<JwkSet, Error> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let reply = self
+            .exchange::<()>(Method::GET, path::JWKS, Auth::None, None, deadline)
+            .await?;
+        json_body(&reply, None)
+    }
+
+    /// One HTTP exchange, bounded by the request timeout and by `deadline`.
+    async fn exchange<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&B>,
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
+        let url = self
+            .inner
+            .base
+            .join(path)
+            .map_err(|_| ConfigError::MalformedBaseUrl)?;
+        let mut request = self.inner.http.request(method, url);
+        if let Some(value) = self.authorization(&auth)? {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body).map_err(Error::Decode)?;
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout);
+        }
+        let budget = deadline
+            .duration_since(now)
+            .min(self.inner.config.request_timeout);
+        let limit = self.inner.config.max_response_bytes;
+        match tokio::time::timeout(budget, async move {
+            let response = request.send().await.map_err(classify)?;
+            read_reply(response, limit).await
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_elapsed) => Err(Error::Timeout),
+        }
+    }
+
+    fn authorization(&self, auth: &Auth<'_>) -> Result<Option<HeaderValue>, Error> {
+        let text = match auth {
+            Auth::None => return Ok(None),
+            Auth::ApiKey(key) => Zeroizing::new(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(Zeroizing::new(format!("{}:", key.expose())).as_bytes())
+            )),
+            Auth::Token(token) => match self.inner.config.authorization_scheme {
+                AuthorizationScheme::Raw => Zeroizing::new(token.expose().to_owned()),
+                AuthorizationScheme::Bearer => Zeroizing::new(format!("Bearer {}", token.expose())),
+            },
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|_| TokenError::Malformed)?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+}
+
+/// Sleeps `wait` unless the next attempt could not start before `deadline`; then gives up
+/// with `error`.
+async fn wait_or_give_up(error: Error, wait: Duration, deadline: Instant) -> Result<(), Error> {
+    if Instant::now() + wait >= deadline {
+        return Err(Error::DeadlineExceeded {
+            last: Box::new(error),
+        });
+    }
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
+fn tls_config(config: &LoginIdConfig) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = config
+        .extra_root_certificates
+        .iter()
+        .map(|der| rustls::pki_types::CertificateDer::from(der.clone()));
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(roots, Arc::clone(&provider))
+            .map_err(|e| ConfigError::Tls(e.to_string()))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Maps a reqwest error onto the client's categories.
+fn classify(error: reqwest::Error) -> Error {
+    if error.is_timeout() {
+        Error::Timeout
+    } else if error.is_redirect() {
+        Error::Redirect
+    } else if error.is_connect() {
+        Error::Connect(error)
+    } else {
+        Error::Transport(error)
+    }
+}
+
+/// Reads the body incrementally, stopping as soon as it would exceed `limit`.
+async fn read_reply(mut response: reqwest::Response, limit: usize) -> Result<Reply, Error> {
+    let status = response.status();
+    if status.is_redirection() {
+        // Followed redirects never surface; one that reqwest stopped at is not ours to use.
+        return Err(Error::Redirect);
+    }
+    let headers = response.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let declared = response.content_length();
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Error::ResponseTooLarge { limit });
+    }
+    // Reserve up front so that the buffer (which may hold a token) is not reallocated, leaving
+    // unzeroized copies behind, for bodies up to that size.
+    let reserve = declared.map_or(8 << 10, |l| usize::try_from(l).unwrap_or(limit));
+    let mut body = Zeroizing::new(Vec::with_capacity(reserve.min(limit)));
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if chunk.len() > limit.saturating_sub(body.len()) {
+            return Err(Error::ResponseTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Reply {
+        status,
+        content_type,
+        retry_after,
+        body,
+    })
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(content_type) = content_type else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Decodes a 200 JSON body, or turns a failure status into an [`ApiError`].
+fn json_body<T: DeserializeOwned>(reply: &Reply, secret: Option<&Token>) -> Result<T, Error> {
+    if !reply.status.is_success() {
+        return Err(api_error(reply, secret).into());
+    }
+    if reply.status != StatusCode::OK {
+        return Err(Error::UnexpectedStatus(reply.status.as_u16()));
+    }
+    if !is_json(reply.content_type.as_deref()) {
+        return Err(Error::UnexpectedContentType {
+            content_type: reply.content_type.as_ref().map(|c| sanitize(c, None)),
+        });
+    }
+    serde_json::from_slice(&reply.body).map_err(Error::Decode)
+}
+
+/// Builds the typed error of a non-2xx reply from its status and `{msg, msgCode}` body.
+fn api_error(reply: &Reply, secret: Option<&Token>) -> ApiError {
+    let body: Option<AppError> = if is_json(reply.content_type.as_deref()) {
+        serde_json::from_slice(&reply.body).ok()
+    } else {
+        None
+    };
+    let (code, message) = match body {
+        Some(body) => (
+            body.msg_code
+                .as_deref()
+                .map_or(ApiErrorCode::Missing, ApiErrorCode::from_msg_code),
+            body.msg.or(body.message),
+        ),
+        None => (ApiErrorCode::Missing, None),
+    };
+    ApiError {
+        status: reply.status.as_u16(),
+        code,
+        message: message.map(|m| sanitize(&m, secret)),
+        retry_after: reply.retry_after,
+    }
+}
+
+/// Shortens server text, drops control characters and blanks out a token it might echo.
+fn sanitize(text: &str, secret: Option<&Token>) -> String {
+    let mut text: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    if let Some(secret) = secret.filter(|s| s.len() >= 8) {
+        text = text.replace(secret.expose(), "<redacted>");
+        // A message cut inside the token would still carry a prefix of it.
+        if let Some(start) = text.find(&secret.expose()[..8]) {
+            text.truncate(start);
+            text.push_str("<redacted>");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(120))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(120));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("Application/JSON; charset=utf-8")));
+        assert!(is_json(Some("application/problem+json")));
+        assert!(!is_json(Some("text/html")));
+        assert!(!is_json(Some("text/json+x")));
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn sanitize_strips_controls_and_tokens() {
+        let token = Token::new("eyJhbGciOiJFUzI1NiJ9.payload.signature");
+        let text = format!("bad token {}\n\u{1b}[31m", token.expose());
+        assert_eq!(sanitize(&text, Some(&token)), "bad token <redacted>[31m");
+        let long = format!("{}{}", "x".repeat(190), token.expose());
+        assert_eq!(
+            sanitize(&long, Some(&token)),
+            format!("{}<redacted>", "x".repeat(190))
+        );
+        assert_eq!(sanitize(&"y".repeat(500), None).len(), MAX_MESSAGE_CHARS);
+    }
+
+    fn reply(status: u16, content_type: Option<&str>, body: &str) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            content_type: content_type.map(str::to_owned),
+            retry_after: None,
+            body: Zeroizing::new(body.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn api_errors_from_body_and_status() {
+        let r = reply(
+            403,
+            Some("application/json"),
+            r#"{"msgCode":"forbidden","msg":"no"}"#,
+        );
+        let e = api_error(&r, None);
+        assert_eq!(e.status, 403);
+        assert_eq!(e.code, ApiErrorCode::Forbidden);
+        assert_eq!(e.message.as_deref(), Some("no"));
+        let r = reply(401, Some("application/json"), r#"{"message":"expired"}"#);
+        let e = api_error(&r, None);
+        assert_eq!(
+            (e.code, e.message.as_deref()),
+            (ApiErrorCode::Missing, Some("expired"))
+        );
+        let r = reply(502, Some("text/html"), "<html>bad gateway</html>");
+        let e = api_error(&r, None);
+        assert_eq!(
+            (e.status, e.code, e.message),
+            (502, ApiErrorCode::Missing, None)
+        );
+        let r = reply(
+            400,
+            Some("application/json"),
+            r#"{"msgCode":"teapot","msg":"x"}"#,
+        );
+        assert_eq!(
+            api_error(&r, None).code,
+            ApiErrorCode::Other("teapot".into())
+        );
+    }
+
+    #[test]
+    fn json_body_rules() {
+        let ok: Result<GrantResponse, _> = json_body(
+            &reply(200, Some("application/json"), r#"{"token":"t"}"#),
+            None,
+        );
+        assert_eq!(ok.unwrap().token.expose(), "t");
+        let html: Result<GrantResponse, _> =
+            json_body(&reply(200, Some("text/html"), r#"{"token":"t"}"#), None);
+        assert!(matches!(
+            html,
+            Err(Error::UnexpectedContentType { content_type: Some(ref c) }) if c == "text/html"
+        ));
+        let accepted: Result<GrantResponse, _> =
+            json_body(&reply(202, Some("application/json"), "{}"), None);
+        assert!(matches!(accepted, Err(Error::UnexpectedStatus(202))));
+        let garbage: Result<GrantResponse, _> =
+            json_body(&reply(200, Some("application/json"), "{\"tok"), None);
+        assert!(matches!(garbage, Err(Error::Decode(_))));
+    }
+}
