@@ -15,7 +15,9 @@ use passkeyd::loginid::{
     ApiErrorCode, AuthorizationScheme, Error, LoginIdClient, Token, TokenError, TokenVerifier,
     USER_AGENT,
 };
-use support::{GENEROUS, ORIGIN, Rig, deadline, init_request, make_credential};
+use support::{
+    GENEROUS, ORIGIN, Rig, deadline, init_request, make_credential, make_credential_on_virtual_key,
+};
 use tokio::time::Instant;
 
 fn fault(f: impl FnOnce(&mut Fault)) -> Fault {
@@ -79,7 +81,7 @@ async fn full_ceremony_with_token_verified_two_ways() {
     assert!(options.exclude_credentials.is_empty());
 
     let request = RegCompleteRequest {
-        creation_result: make_credential(options, ORIGIN, |_| {}),
+        creation_result: make_credential_on_virtual_key(options, ORIGIN),
         session: init.session.clone(),
         passkey_name: None,
     };

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+#[path = "../../crates/ctap/tests/support/mod.rs"]
+mod ctap_support;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -157,6 +160,81 @@ pub(crate) fn make_credential(
         authenticator_data: Some(Base64Bytes(registration.authenticator_data)),
         public_key: Some(Base64Bytes(registration.public_key_spki)),
         public_key_algorithm: Some(request.alg),
+        transports: Some(vec!["usb".to_owned()]),
+    }
+}
+
+/// The registration step done for real: the CTAP core drives a virtual key running the
+/// Nitrokey 3 / Solo 2 firmware over CTAPHID reports, with a PIN (LoginID asks for user
+/// verification), exactly as the daemon's ceremony will.
+pub(crate) fn make_credential_on_virtual_key(
+    options: &CreationOptions,
+    origin: &str,
+) -> CreationResult {
+    use ctap::command::client_pin::Permissions;
+    use ctap::command::make_credential::{
+        MakeCredential, Options, PinUvAuth, PublicKeyCredentialParameters, RelyingParty, Request,
+        User,
+    };
+    use ctap::pin_uv::PinUvAuthProtocol;
+    use ctap::webauthn::attestation::AttestationObject;
+    use ctap::webauthn::client_data::{ClientDataType, CollectedClientData};
+
+    let mut key = ctap_support::HidKey::start(virtkey::Config {
+        pin: Some("1234".to_owned()),
+        ..virtkey::Config::default()
+    });
+    let client_data = CollectedClientData::new(
+        ClientDataType::Create,
+        options.challenge.as_slice().to_vec(),
+        origin,
+    );
+    let rp_id = options.rp.id.clone().unwrap_or_else(|| RP_ID.to_owned());
+    let mut request = Request::new(
+        client_data.hash(),
+        RelyingParty {
+            id: rp_id.clone(),
+            name: Some(options.rp.name.clone()),
+        },
+        User {
+            id: options.user.id.as_slice().to_vec(),
+            name: Some(options.user.name.clone()),
+            display_name: Some(options.user.display_name.clone()),
+        },
+        options
+            .pub_key_cred_params
+            .iter()
+            .map(|p| PublicKeyCredentialParameters::public_key(p.alg))
+            .collect(),
+    );
+    request.options = Options {
+        rk: Some(true),
+        ..Options::default()
+    };
+    let token = key
+        .token_for(
+            &rp_id,
+            PinUvAuthProtocol::Two,
+            "1234",
+            Permissions::MAKE_CREDENTIAL,
+        )
+        .unwrap();
+    request.pin_uv_auth = Some(PinUvAuth {
+        param: token.authenticate(&client_data.hash()),
+        protocol: 2,
+    });
+    let response = key.cbor(&MakeCredential::new(request).unwrap()).unwrap();
+    let object = AttestationObject::from_response(response).unwrap();
+    let auth_data = object.parsed_auth_data().unwrap();
+    let credential = auth_data.attested_credential_data().unwrap();
+    let cose_key = credential.cose_key().unwrap();
+    CreationResult {
+        attestation_object: Base64Bytes(object.to_cbor().unwrap()),
+        client_data_json: Base64Bytes(client_data.to_json_bytes()),
+        credential_id: Base64Bytes(credential.credential_id().to_vec()),
+        authenticator_data: Some(Base64Bytes(object.auth_data)),
+        public_key: Some(Base64Bytes(cose_key.to_spki_der().unwrap())),
+        public_key_algorithm: cose_key.alg(),
         transports: Some(vec!["usb".to_owned()]),
     }
 }

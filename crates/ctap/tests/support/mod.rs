@@ -135,12 +135,23 @@ impl HidKey {
         pin: &str,
         permissions: Permissions,
     ) -> Result<PinUvAuthToken, ResponseError> {
+        self.token_for(RP_ID, protocol, pin, permissions)
+    }
+
+    /// A pinUvAuthToken scoped to `rp_id`, from a fresh key agreement.
+    pub fn token_for(
+        &mut self,
+        rp_id: &str,
+        protocol: PinUvAuthProtocol,
+        pin: &str,
+        permissions: Permissions,
+    ) -> Result<PinUvAuthToken, ResponseError> {
         let session = self.pin_session(protocol);
         let request = session
             .get_token_using_pin(
                 &Pin::new(pin).unwrap(),
                 permissions,
-                Some(RP_ID.to_owned()),
+                Some(rp_id.to_owned()),
                 &mut OsRng,
             )
             .unwrap();
