@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
     // Report boundaries: the selector picks a report length around 64 so that short and long
     // reports are explored as well as well-formed ones.
     let report_len = 56 + usize::from(selector % 16);
-    let cid = Cid::new(0x0102_0304);
+    // Listen on the channel the first report names, so that most frames are "ours" and the
+    // reassembly paths (not only the foreign-frame filter) get explored.
+    let cid = match rest.get(..4) {
+        Some(&[a, b, c, d]) => Cid::from_bytes([a, b, c, d]),
+        _ => return,
+    };
     let limit = 1024;
     let mut reassembler = Reassembler::new(cid, limit);
     let mut transaction = Transaction::new(cid, Command::Cbor, &[0x04], limit).ok();
