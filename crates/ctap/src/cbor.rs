@@ -11,6 +11,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 pub use ciborium::Value;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Nesting limit for decoding. CTAP structures nest at most four levels (getInfo → certifications
 /// → ...); anything deeper is hostile and would only cost stack.
@@ -65,10 +66,38 @@ pub enum DecodeError {
 
 /// Encodes `value` in CTAP2 canonical form.
 pub fn to_canonical_vec(value: &Value) -> Result<Vec<u8>, EncodeError> {
-    let canonical = canonicalize(value)?;
+    let mut canonical = value.clone();
+    canonicalize(&mut canonical)?;
     let mut out = Vec::new();
     ciborium::into_writer(&canonical, &mut out).map_err(|_| EncodeError::Serialize)?;
     Ok(out)
+}
+
+/// Encodes `value` in CTAP2 canonical form, appending to `out`, then wipes every byte and text
+/// string of `value`: requests carry encrypted PINs and auth params, and the tree is the last
+/// copy of them outside the caller's zeroizing buffers. Sorting happens in place, so no other
+/// copy is made.
+pub fn encode_and_wipe(mut value: Value, out: &mut Zeroizing<Vec<u8>>) -> Result<(), EncodeError> {
+    let result = canonicalize(&mut value).and_then(|()| {
+        ciborium::into_writer(&value, &mut **out).map_err(|_| EncodeError::Serialize)
+    });
+    wipe(&mut value);
+    result
+}
+
+/// Overwrites the contents of every byte and text string in `value`.
+fn wipe(value: &mut Value) {
+    match value {
+        Value::Bytes(b) => b.zeroize(),
+        Value::Text(t) => t.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            wipe(k);
+            wipe(v);
+        }),
+        Value::Tag(_, inner) => wipe(inner),
+        _ => {}
+    }
 }
 
 /// Decodes exactly one CBOR item from `bytes`, rejecting trailing bytes.
@@ -105,32 +134,32 @@ pub fn empty_body(bytes: &[u8], context: &'static str) -> Result<(), DecodeError
     }
 }
 
-/// Returns a copy of `value` with every map sorted in CTAP2 canonical key order.
-fn canonicalize(value: &Value) -> Result<Value, EncodeError> {
-    Ok(match value {
-        Value::Float(_) => return Err(EncodeError::Forbidden("floating-point numbers")),
-        Value::Tag(..) => return Err(EncodeError::Forbidden("tags")),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?)
-        }
+/// Sorts every map in `value`, in place, into CTAP2 canonical key order and rejects what
+/// canonical CBOR forbids.
+fn canonicalize(value: &mut Value) -> Result<(), EncodeError> {
+    match value {
+        Value::Float(_) => Err(EncodeError::Forbidden("floating-point numbers")),
+        Value::Tag(..) => Err(EncodeError::Forbidden("tags")),
+        Value::Array(items) => items.iter_mut().try_for_each(canonicalize),
         Value::Map(entries) => {
-            let mut keyed = entries
-                .iter()
-                .map(|(k, v)| {
-                    let k = canonicalize(k)?;
-                    let mut encoded = Vec::new();
-                    ciborium::into_writer(&k, &mut encoded).map_err(|_| EncodeError::Serialize)?;
-                    Ok((encoded, k, canonicalize(v)?))
-                })
-                .collect::<Result<Vec<_>, EncodeError>>()?;
+            let mut keyed = Vec::with_capacity(entries.len());
+            for (mut k, mut v) in entries.drain(..) {
+                canonicalize(&mut k)?;
+                canonicalize(&mut v)?;
+                // Keys are member labels, never secrets: encoding them for the sort is fine.
+                let mut encoded = Vec::new();
+                ciborium::into_writer(&k, &mut encoded).map_err(|_| EncodeError::Serialize)?;
+                keyed.push((encoded, k, v));
+            }
             keyed.sort_by(|a, b| canonical_key_order(&a.0, &b.0));
             if keyed.windows(2).any(|w| w[0].0 == w[1].0) {
                 return Err(EncodeError::DuplicateKey);
             }
-            Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
+            entries.extend(keyed.into_iter().map(|(_, k, v)| (k, v)));
+            Ok(())
         }
-        other => other.clone(),
-    })
+        _ => Ok(()),
+    }
 }
 
 /// CTAP 2.2 §8 key order: lower major type first, then shorter encoding, then bytewise.
@@ -438,6 +467,27 @@ mod tests {
             hex(&to_canonical_vec(&v).unwrap()),
             "84a262726bf5627576f51901f4171818"
         );
+    }
+
+    #[test]
+    fn encode_and_wipe_matches_to_canonical_vec_and_clears_strings() {
+        let v = Value::Map(vec![
+            (Value::from(5), Value::Bytes(vec![0xAA; 16])),
+            (Value::from(1), Value::Array(vec![Value::from("pin")])),
+        ]);
+        let mut out = Zeroizing::new(vec![0x06]);
+        encode_and_wipe(v.clone(), &mut out).unwrap();
+        let mut expected = vec![0x06];
+        expected.extend(to_canonical_vec(&v).unwrap());
+        assert_eq!(*out, expected);
+
+        let mut secret = v;
+        wipe(&mut secret);
+        let Value::Map(entries) = &secret else {
+            panic!()
+        };
+        assert_eq!(entries[0].1, Value::Bytes(Vec::new()));
+        assert_eq!(entries[1].1, Value::Array(vec![Value::Text(String::new())]));
     }
 
     #[test]

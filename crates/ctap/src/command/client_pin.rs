@@ -695,7 +695,7 @@ mod tests {
     }
 
     fn enc<C: Command>(c: &C) -> Vec<u8> {
-        encode_request(c).unwrap()
+        encode_request(c).unwrap().to_vec()
     }
 
     #[test]

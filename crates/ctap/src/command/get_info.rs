@@ -638,7 +638,7 @@ mod tests {
 
     #[test]
     fn request_is_the_command_byte_alone() {
-        assert_eq!(encode_request(&GetInfo).unwrap(), [0x04]);
+        assert_eq!(*encode_request(&GetInfo).unwrap(), [0x04]);
     }
 
     #[test]

@@ -721,7 +721,7 @@ mod tests {
              03 a1 626964 4101
              04 81 a2 63616c67 26 6474797065 6a7075626c69632d6b6579",
         );
-        assert_eq!(encode_request(&mc).unwrap(), expected);
+        assert_eq!(*encode_request(&mc).unwrap(), expected);
     }
 
     #[test]
@@ -751,7 +751,7 @@ mod tests {
              0a 02
              0b 81 667061636b6564",
         );
-        assert_eq!(encode_request(&mc).unwrap(), expected);
+        assert_eq!(*encode_request(&mc).unwrap(), expected);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use crate::cbor::{self, DecodeError, EncodeError, Value};
 use crate::status::StatusCode;
+use zeroize::Zeroizing;
 
 pub mod client_pin;
 pub mod get_info;
@@ -71,10 +72,13 @@ pub enum ResponseError {
 }
 
 /// Encodes `command` as a request: its command byte then its canonical CBOR parameters.
-pub fn encode_request<C: Command>(command: &C) -> Result<Vec<u8>, EncodeError> {
-    let mut out = vec![C::CODE];
+///
+/// The result is zeroized on drop, and the intermediate CBOR tree is wiped: clientPIN requests
+/// carry encrypted PINs and pinUvAuthParams.
+pub fn encode_request<C: Command>(command: &C) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
+    let mut out = Zeroizing::new(vec![C::CODE]);
     if let Some(parameters) = command.parameters() {
-        out.extend(cbor::to_canonical_vec(&parameters)?);
+        cbor::encode_and_wipe(parameters, &mut out)?;
     }
     Ok(out)
 }

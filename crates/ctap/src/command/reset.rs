@@ -32,7 +32,7 @@ mod tests {
 
     #[test]
     fn request_is_the_command_byte_alone() {
-        assert_eq!(encode_request(&Reset).unwrap(), [0x07]);
+        assert_eq!(*encode_request(&Reset).unwrap(), [0x07]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod tests {
 
     #[test]
     fn request_is_the_command_byte_alone() {
-        assert_eq!(encode_request(&Selection).unwrap(), [0x0B]);
+        assert_eq!(*encode_request(&Selection).unwrap(), [0x0B]);
     }
 
     #[test]
