@@ -174,6 +174,30 @@ fn canonical_key_order(a: &[u8], b: &[u8]) -> Ordering {
         .then_with(|| a.cmp(b))
 }
 
+/// The members of the map `value` whose keys `key` accepts; other keys are skipped, a
+/// repeated key is an error (CTAP 2.2 §8: keys are unique).
+fn members<K: Ord>(
+    value: Value,
+    context: &'static str,
+    key: impl Fn(Value) -> Option<K>,
+) -> Result<BTreeMap<K, Value>, DecodeError> {
+    let Value::Map(pairs) = value else {
+        return Err(DecodeError::UnexpectedType {
+            field: context,
+            expected: "map",
+        });
+    };
+    let mut entries = BTreeMap::new();
+    for (k, v) in pairs {
+        if let Some(k) = key(k)
+            && entries.insert(k, v).is_some()
+        {
+            return Err(DecodeError::DuplicateKey(context));
+        }
+    }
+    Ok(entries)
+}
+
 /// A decoded CBOR map with integer keys, as used by every CTAP2 command and response.
 ///
 /// Members are taken out by key; members nobody asks for are simply dropped, which is how
@@ -187,21 +211,9 @@ pub struct IntMap {
 impl IntMap {
     /// Interprets `value` as an integer-keyed map; `context` names the structure in errors.
     pub fn new(value: Value, context: &'static str) -> Result<Self, DecodeError> {
-        let Value::Map(pairs) = value else {
-            return Err(DecodeError::UnexpectedType {
-                field: context,
-                expected: "map",
-            });
-        };
-        let mut entries = BTreeMap::new();
-        for (key, value) in pairs {
-            let Some(key) = key.as_integer().and_then(|i| i64::try_from(i).ok()) else {
-                continue;
-            };
-            if entries.insert(key, value).is_some() {
-                return Err(DecodeError::DuplicateKey(context));
-            }
-        }
+        let entries = members(value, context, |key| {
+            key.as_integer().and_then(|i| i64::try_from(i).ok())
+        })?;
         Ok(Self { entries, context })
     }
 
@@ -262,19 +274,10 @@ pub struct TextMap {
 impl TextMap {
     /// Interprets `value` as a text-keyed map; non-text keys are ignored.
     pub fn new(value: Value, context: &'static str) -> Result<Self, DecodeError> {
-        let Value::Map(pairs) = value else {
-            return Err(DecodeError::UnexpectedType {
-                field: context,
-                expected: "map",
-            });
-        };
-        let mut entries = BTreeMap::new();
-        for (key, value) in pairs {
-            let Value::Text(key) = key else { continue };
-            if entries.insert(key, value).is_some() {
-                return Err(DecodeError::DuplicateKey(context));
-            }
-        }
+        let entries = members(value, context, |key| match key {
+            Value::Text(key) => Some(key),
+            _ => None,
+        })?;
         Ok(Self { entries, context })
     }
 
