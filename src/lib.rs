@@ -1,6 +1,10 @@
 //! passkeyd: a Linux daemon that creates LoginID passkeys on FIDO security keys.
 //!
-//! The protocol core lives in the `ctap` crate (no IO); this crate will hold the device layer,
-//! the LoginID client, the ceremony and the D-Bus service. See ARCHITECTURE.md.
+//! The protocol core lives in the `ctap` crate (no IO). This crate holds the IO around it:
+//! [`transport`] (USB, NFC and virtual keys), [`device`] (one actor per key, the CTAPHID and
+//! APDU engines) and [`loginid`] (the HTTPS client); the ceremony and the D-Bus service follow.
+//! See ARCHITECTURE.md.
 
+pub mod device;
 pub mod loginid;
+pub mod transport;

@@ -1,0 +1,1 @@
+//! The device layer: registry, one actor per key, CTAPHID and APDU engines.

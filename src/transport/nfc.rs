@@ -1,0 +1,1 @@
+//! NFC security keys through PC/SC.

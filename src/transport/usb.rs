@@ -1,0 +1,1 @@
+//! USB HID security keys (hidraw).

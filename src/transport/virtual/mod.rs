@@ -1,0 +1,1 @@
+//! Virtual security keys on Unix sockets.
