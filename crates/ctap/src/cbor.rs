@@ -74,14 +74,15 @@ pub fn to_canonical_vec(value: &Value) -> Result<Vec<u8>, EncodeError> {
 }
 
 /// Encodes `value` in CTAP2 canonical form, appending to `out`, then wipes every byte and text
-/// string of `value`: requests carry encrypted PINs and auth params, and the tree is the last
-/// copy of them outside the caller's zeroizing buffers. Sorting happens in place, so no other
-/// copy is made.
-pub fn encode_and_wipe(mut value: Value, out: &mut Zeroizing<Vec<u8>>) -> Result<(), EncodeError> {
-    let result = canonicalize(&mut value).and_then(|()| {
-        ciborium::into_writer(&value, &mut **out).map_err(|_| EncodeError::Serialize)
+/// string of `value`, on success and on error: requests carry encrypted PINs and auth params,
+/// and the tree is the last copy of them outside the caller's zeroizing buffers. Sorting
+/// happens in place, so no other copy is made; `out` should have its final capacity reserved,
+/// since a growing `Vec` leaves its old buffers behind unwiped.
+pub fn encode_and_wipe(value: &mut Value, out: &mut Zeroizing<Vec<u8>>) -> Result<(), EncodeError> {
+    let result = canonicalize(value).and_then(|()| {
+        ciborium::into_writer(&*value, &mut **out).map_err(|_| EncodeError::Serialize)
     });
-    wipe(&mut value);
+    wipe(value);
     result
 }
 
@@ -142,23 +143,47 @@ fn canonicalize(value: &mut Value) -> Result<(), EncodeError> {
         Value::Tag(..) => Err(EncodeError::Forbidden("tags")),
         Value::Array(items) => items.iter_mut().try_for_each(canonicalize),
         Value::Map(entries) => {
-            let mut keyed = Vec::with_capacity(entries.len());
-            for (mut k, mut v) in entries.drain(..) {
-                canonicalize(&mut k)?;
-                canonicalize(&mut v)?;
-                // Keys are member labels, never secrets: encoding them for the sort is fine.
-                let mut encoded = Vec::new();
-                ciborium::into_writer(&k, &mut encoded).map_err(|_| EncodeError::Serialize)?;
-                keyed.push((encoded, k, v));
+            for (k, v) in entries.iter_mut() {
+                canonicalize(k)?;
+                canonicalize(v)?;
             }
-            keyed.sort_by(|a, b| canonical_key_order(&a.0, &b.0));
-            if keyed.windows(2).any(|w| w[0].0 == w[1].0) {
+            // Keys are member labels, never secrets: encoding them for the sort is fine. Maps
+            // in requests have at most a dozen members, so encoding per comparison is cheap
+            // and keeps every entry in place (nothing is dropped unwiped on an error path).
+            let encoded = |k: &Value| {
+                let mut bytes = Vec::new();
+                ciborium::into_writer(k, &mut bytes).map(|()| bytes)
+            };
+            let mut keys = Vec::with_capacity(entries.len());
+            for (k, _) in entries.iter() {
+                keys.push(encoded(k).map_err(|_| EncodeError::Serialize)?);
+            }
+            let mut order: Vec<usize> = (0..entries.len()).collect();
+            order.sort_by(|&a, &b| canonical_key_order(&keys[a], &keys[b]));
+            if order.windows(2).any(|w| keys[w[0]] == keys[w[1]]) {
                 return Err(EncodeError::DuplicateKey);
             }
-            entries.extend(keyed.into_iter().map(|(_, k, v)| (k, v)));
+            apply_permutation(entries, &order);
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// Reorders `items` so that position `i` holds the element that was at `order[i]`, by swaps
+/// (no element is copied or dropped).
+fn apply_permutation<T>(items: &mut [T], order: &[usize]) {
+    let mut order = order.to_vec();
+    for i in 0..items.len() {
+        // Follow the cycle through i, swapping elements into place.
+        let mut current = i;
+        while order[current] != i {
+            let next = order[current];
+            items.swap(current, next);
+            order[current] = current;
+            current = next;
+        }
+        order[current] = current;
     }
 }
 
@@ -473,24 +498,49 @@ mod tests {
     }
 
     #[test]
+    fn permutation_is_applied_by_swaps() {
+        let mut items = vec!['a', 'b', 'c', 'd', 'e'];
+        apply_permutation(&mut items, &[3, 0, 4, 1, 2]);
+        assert_eq!(items, ['d', 'a', 'e', 'b', 'c']);
+    }
+
+    #[test]
     fn encode_and_wipe_matches_to_canonical_vec_and_clears_strings() {
         let v = Value::Map(vec![
             (Value::from(5), Value::Bytes(vec![0xAA; 16])),
             (Value::from(1), Value::Array(vec![Value::from("pin")])),
         ]);
         let mut out = Zeroizing::new(vec![0x06]);
-        encode_and_wipe(v.clone(), &mut out).unwrap();
+        let mut secret = v.clone();
+        encode_and_wipe(&mut secret, &mut out).unwrap();
         let mut expected = vec![0x06];
         expected.extend(to_canonical_vec(&v).unwrap());
         assert_eq!(*out, expected);
-
-        let mut secret = v;
-        wipe(&mut secret);
+        // Sorted in place (key 1 first), then every string emptied.
         let Value::Map(entries) = &secret else {
             panic!()
         };
-        assert_eq!(entries[0].1, Value::Bytes(Vec::new()));
-        assert_eq!(entries[1].1, Value::Array(vec![Value::Text(String::new())]));
+        assert_eq!(
+            entries[0],
+            (
+                Value::from(1),
+                Value::Array(vec![Value::Text(String::new())])
+            )
+        );
+        assert_eq!(entries[1], (Value::from(5), Value::Bytes(Vec::new())));
+
+        // An error (here a duplicate key) still wipes.
+        let mut dup = Value::Map(vec![
+            (Value::from(1), Value::Bytes(vec![1; 4])),
+            (Value::from(1), Value::Bytes(vec![2; 4])),
+        ]);
+        let mut out = Zeroizing::new(Vec::new());
+        assert_eq!(
+            encode_and_wipe(&mut dup, &mut out),
+            Err(EncodeError::DuplicateKey)
+        );
+        let Value::Map(entries) = &dup else { panic!() };
+        assert!(entries.iter().all(|(_, v)| *v == Value::Bytes(Vec::new())));
     }
 
     #[test]

@@ -76,9 +76,12 @@ pub enum ResponseError {
 /// The result is zeroized on drop, and the intermediate CBOR tree is wiped: clientPIN requests
 /// carry encrypted PINs and pinUvAuthParams.
 pub fn encode_request<C: Command>(command: &C) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
-    let mut out = Zeroizing::new(vec![C::CODE]);
-    if let Some(parameters) = command.parameters() {
-        cbor::encode_and_wipe(parameters, &mut out)?;
+    // Reserved up front so that the buffer never reallocates and leaves partial copies behind:
+    // no request can exceed the largest CTAPHID message anyway.
+    let mut out = Zeroizing::new(Vec::with_capacity(crate::ctaphid::MAX_MESSAGE_LEN));
+    out.push(C::CODE);
+    if let Some(mut parameters) = command.parameters() {
+        cbor::encode_and_wipe(&mut parameters, &mut out)?;
     }
     Ok(out)
 }
