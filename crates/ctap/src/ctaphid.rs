@@ -66,6 +66,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
 /// Length of a CTAPHID report on the wire, without a report ID (CTAP 2.2 §11.2.4).
 pub const REPORT_LEN: usize = 64;
 
@@ -384,8 +386,9 @@ pub enum FramingError {
     },
 }
 
-/// A reassembled CTAPHID message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A reassembled CTAPHID message. Its `Debug` output shows the length of the payload, not
+/// its bytes, which may be secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     /// The channel it arrived on.
     pub cid: Cid,
@@ -413,19 +416,21 @@ pub enum PushOutcome {
 /// in the middle of a message is an error, and BCNT must not exceed the limit. The buffer
 /// never grows beyond BCNT. After a complete message or an error it is ready for the next
 /// message.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Reassembler {
     cid: Cid,
     limit: usize,
     partial: Option<Partial>,
 }
 
-#[derive(Clone, Debug)]
+/// A message being received. Its payload may be secret (an encrypted pinUvAuthToken), so it
+/// is wiped if the message is abandoned; a completed payload moves out to the caller.
+#[derive(Clone)]
 struct Partial {
     cmd: Command,
     bcnt: usize,
     next_seq: u8,
-    payload: Vec<u8>,
+    payload: Zeroizing<Vec<u8>>,
 }
 
 impl Reassembler {
@@ -503,7 +508,8 @@ impl Reassembler {
         }
         let carried = bcnt.min(INIT_DATA_LEN);
         let data = take_data(report, INIT_HEADER_LEN, carried)?;
-        let mut payload = Vec::with_capacity(bcnt);
+        // Exactly BCNT: the buffer never reallocates, so no unwiped copy is left behind.
+        let mut payload = Zeroizing::new(Vec::with_capacity(bcnt));
         payload.extend_from_slice(data);
         let partial = Partial {
             cmd,
@@ -533,12 +539,12 @@ impl Reassembler {
         Ok(self.finish_or_wait(partial))
     }
 
-    fn finish_or_wait(&mut self, partial: Partial) -> PushOutcome {
+    fn finish_or_wait(&mut self, mut partial: Partial) -> PushOutcome {
         if partial.payload.len() >= partial.bcnt {
             PushOutcome::Complete(Message {
                 cid: self.cid,
                 cmd: partial.cmd,
-                payload: partial.payload,
+                payload: core::mem::take(&mut *partial.payload),
             })
         } else {
             self.partial = Some(partial);
@@ -829,10 +835,11 @@ pub enum TransactionError {
 /// the device: back off and retry. [`HidErrorCode::InvalidChannel`] means re-INIT.
 /// A [`TransactionError`] leaves the transaction unusable for a trustworthy result; the caller
 /// should abandon the channel (or re-INIT).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Transaction {
     cmd: Command,
-    reports: Vec<[u8; REPORT_LEN]>,
+    /// The request; clientPIN requests carry encrypted PIN material, hence the wiping.
+    reports: Zeroizing<Vec<[u8; REPORT_LEN]>>,
     rx: Reassembler,
     finished: bool,
 }
@@ -852,7 +859,7 @@ impl Transaction {
         }
         Ok(Self {
             cmd,
-            reports: fragment(cid, cmd, payload, max_len)?,
+            reports: Zeroizing::new(fragment(cid, cmd, payload, max_len)?),
             rx: Reassembler::new(cid, MAX_MESSAGE_LEN),
             finished: false,
         })
@@ -918,6 +925,43 @@ impl Transaction {
                 got,
             }),
         }
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("cid", &self.cid)
+            .field("cmd", &self.cmd)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Reassembler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reassembler")
+            .field("cid", &self.cid)
+            .field("limit", &self.limit)
+            .field(
+                "received",
+                &self
+                    .partial
+                    .as_ref()
+                    .map(|p| (p.cmd, p.payload.len(), p.bcnt)),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("cmd", &self.cmd)
+            .field("reports", &self.reports.len())
+            .field("rx", &self.rx)
+            .field("finished", &self.finished)
+            .finish()
     }
 }
 

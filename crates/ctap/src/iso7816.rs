@@ -23,7 +23,14 @@
 //! - GET RESPONSE is sent with CLA `0x00`, the inter-industry class of ISO 7816-4.
 //! - A `9100` status update carrying more than one data byte is read by its first byte.
 
+use std::fmt;
+
+use zeroize::Zeroizing;
+
 use crate::ctaphid::KeepaliveStatus;
+
+/// The most response space an [`Exchange`] reserves before any data arrives.
+const MAX_RESERVE: usize = 0x1_0000;
 
 /// The FIDO applet AID: RID `A000000647`, AC `2F`, AX `0001` (CTAP 2.2 §11.3.3).
 pub const FIDO_AID: [u8; 8] = [0xA0, 0x00, 0x00, 0x06, 0x47, 0x2F, 0x00, 0x01];
@@ -424,6 +431,9 @@ pub enum ExchangeError {
     /// A response after the exchange had finished.
     #[error("response after the exchange finished")]
     Finished,
+    /// A GET RESPONSE round answered `61xx` again without any data.
+    #[error("GET RESPONSE returned no data")]
+    NoProgress,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -457,14 +467,30 @@ enum State {
 /// To cancel a CTAP request, transmit [`Exchange::cancel_command`] instead of the poll
 /// while a status update is pending; its answer goes to [`Exchange::on_response`] as
 /// usual, and the request then ends with CTAP status `0x2D` (CTAP2_ERR_KEEPALIVE_CANCEL).
-#[derive(Clone, Debug)]
+///
+/// Command blocks and response data may carry PIN material, so they are wiped on drop and
+/// left out of the `Debug` output.
+#[derive(Clone)]
 pub struct Exchange {
     mode: Mode,
     framing: Framing,
-    blocks: Vec<Vec<u8>>,
+    blocks: Zeroizing<Vec<Vec<u8>>>,
     state: State,
-    data: Vec<u8>,
+    data: Zeroizing<Vec<u8>>,
     limit: usize,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("mode", &self.mode)
+            .field("framing", &self.framing)
+            .field("blocks", &self.blocks.len())
+            .field("state", &self.state)
+            .field("received", &self.data.len())
+            .field("limit", &self.limit)
+            .finish()
+    }
 }
 
 impl Exchange {
@@ -512,9 +538,11 @@ impl Exchange {
         Ok(Self {
             mode,
             framing,
-            blocks,
+            blocks: Zeroizing::new(blocks),
             state: State::Block(0),
-            data: Vec::new(),
+            // Reserved up front (bounded) so that joining GET RESPONSE rounds does not
+            // reallocate and leave unwiped copies behind.
+            data: Zeroizing::new(Vec::with_capacity(limit.min(MAX_RESERVE))),
             limit,
         })
     }
@@ -547,7 +575,7 @@ impl Exchange {
             .and_then(|response| self.step(response));
         if result.is_err() {
             self.state = State::Done;
-            self.data = Vec::new();
+            zeroize::Zeroize::zeroize(&mut *self.data);
         }
         result
     }
@@ -572,6 +600,11 @@ impl Exchange {
         let accumulating = self.state == State::GetResponse;
         match response.sw {
             StatusWord::MoreData(available) => {
+                // A GET RESPONSE round that brings nothing would repeat forever: every round
+                // after the first must make progress (the limit then bounds the rounds).
+                if accumulating && response.data.is_empty() {
+                    return Err(ExchangeError::NoProgress);
+                }
                 self.append(&response.data)?;
                 self.state = State::GetResponse;
                 Ok(ExchangeEvent::Transmit(get_response(available)?))
@@ -582,7 +615,7 @@ impl Exchange {
                     return Err(ExchangeError::EmptyCtapResponse);
                 }
                 self.state = State::Done;
-                let data = std::mem::take(&mut self.data);
+                let data = std::mem::take(&mut *self.data);
                 Ok(ExchangeEvent::Complete(ResponseApdu {
                     data,
                     sw: StatusWord::Success,
@@ -601,7 +634,7 @@ impl Exchange {
             sw if self.mode == Mode::Raw && !accumulating => {
                 self.append(&response.data)?;
                 self.state = State::Done;
-                let data = std::mem::take(&mut self.data);
+                let data = std::mem::take(&mut *self.data);
                 Ok(ExchangeEvent::Complete(ResponseApdu { data, sw }))
             }
             sw => Err(ExchangeError::UnexpectedStatus(sw)),
@@ -1047,6 +1080,25 @@ mod tests {
                 data: expected,
                 sw: StatusWord::Success
             }))
+        );
+    }
+
+    #[test]
+    fn get_response_rounds_without_data_end_the_exchange() {
+        // The first answer may be a bare 61xx (nothing sent yet); a GET RESPONSE that answers
+        // 61xx with no data again would loop forever.
+        let mut ex = Exchange::ctap(&[0x04], Framing::Extended, 4096).unwrap();
+        assert!(matches!(
+            ex.on_response(&resp(&[], 0x6110)),
+            Ok(ExchangeEvent::Transmit(_))
+        ));
+        assert_eq!(
+            ex.on_response(&resp(&[], 0x6110)),
+            Err(ExchangeError::NoProgress)
+        );
+        assert_eq!(
+            ex.on_response(&resp(&[0x00], 0x9000)),
+            Err(ExchangeError::Finished)
         );
     }
 
