@@ -25,8 +25,10 @@
 //! | authenticate | first 16 bytes of HMAC-SHA-256 | all 32 bytes of HMAC-SHA-256 |
 //! | pinUvAuthToken | 16 or 32 bytes | 32 bytes |
 //!
-//! Secrets (the ephemeral private key, the shared secret, PINs, tokens and decrypted
-//! plaintexts) live in zeroizing buffers, and their `Debug` output is redacted. This module
+//! Secrets (the ephemeral private key, the shared secret, PINs, tokens, decrypted plaintexts
+//! and the encrypted PIN material) live in zeroizing buffers, and their `Debug` output is
+//! redacted. The internal state of the SHA-256, HMAC and HKDF computations is not wiped: the
+//! RustCrypto 0.10/0.12 hashes used here do not zeroize on drop. This module
 //! draws no randomness of its own: callers pass a `CryptoRngCore`.
 
 use core::fmt;
@@ -410,7 +412,11 @@ impl SharedSecret {
 
     /// `newPinEnc`: `encrypt(sharedSecret, PIN zero-padded to 64 bytes)` (CTAP 2.2 §6.5.5.5,
     /// §6.5.5.6).
-    pub fn new_pin_enc(&self, pin: &Pin, rng: &mut impl CryptoRngCore) -> Result<Vec<u8>, Error> {
+    pub fn new_pin_enc(
+        &self,
+        pin: &Pin,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let mut padded = Zeroizing::new([0x00; PADDED_PIN_LEN]);
         // A `Pin` is at most 63 bytes, so at least one zero byte always follows it.
         padded
@@ -419,15 +425,20 @@ impl SharedSecret {
                 bytes: pin.as_bytes().len(),
             })?
             .copy_from_slice(pin.as_bytes());
-        self.encrypt(&*padded, rng)
+        self.encrypt(&*padded, rng).map(Zeroizing::new)
     }
 
     /// `pinHashEnc`: `encrypt(sharedSecret, LEFT(SHA-256(PIN), 16))` (CTAP 2.2 §6.5.5.6,
     /// §6.5.5.7.1, §6.5.5.7.2), for changePIN, getPinToken and
     /// getPinUvAuthTokenUsingPinWithPermissions.
-    pub fn pin_hash_enc(&self, pin: &Pin, rng: &mut impl CryptoRngCore) -> Result<Vec<u8>, Error> {
+    pub fn pin_hash_enc(
+        &self,
+        pin: &Pin,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let digest = sha256(pin.as_bytes());
         self.encrypt(digest.get(..PIN_HASH_LEN).unwrap_or_default(), rng)
+            .map(Zeroizing::new)
     }
 
     /// The parameters of setPIN (CTAP 2.2 §6.5.5.5): `newPinEnc` and
@@ -458,7 +469,8 @@ impl SharedSecret {
     ) -> Result<ChangePinParameters, Error> {
         let new_pin_enc = self.new_pin_enc(new_pin, rng)?;
         let pin_hash_enc = self.pin_hash_enc(current_pin, rng)?;
-        let mut message = Vec::with_capacity(new_pin_enc.len() + pin_hash_enc.len());
+        let mut message =
+            Zeroizing::new(Vec::with_capacity(new_pin_enc.len() + pin_hash_enc.len()));
         message.extend_from_slice(&new_pin_enc);
         message.extend_from_slice(&pin_hash_enc);
         let pin_uv_auth_param = self.authenticate(&message);
@@ -505,24 +517,39 @@ fn hkdf_expand(hkdf: &Hkdf<Sha256>, info: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
     okm
 }
 
-/// The byte strings of a setPIN request (CTAP 2.2 §6.5.5.5).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The byte strings of a setPIN request (CTAP 2.2 §6.5.5.5). `newPinEnc` is the PIN under
+/// the shared secret: wiped on drop and left out of `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SetPinParameters {
     /// `newPinEnc` (0x05).
-    pub new_pin_enc: Vec<u8>,
+    pub new_pin_enc: Zeroizing<Vec<u8>>,
     /// `pinUvAuthParam` (0x04).
     pub pin_uv_auth_param: Vec<u8>,
 }
 
-/// The byte strings of a changePIN request (CTAP 2.2 §6.5.5.6).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The byte strings of a changePIN request (CTAP 2.2 §6.5.5.6). The encrypted PIN material
+/// is wiped on drop and left out of `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ChangePinParameters {
     /// `newPinEnc` (0x05).
-    pub new_pin_enc: Vec<u8>,
+    pub new_pin_enc: Zeroizing<Vec<u8>>,
     /// `pinHashEnc` (0x06) of the current PIN.
-    pub pin_hash_enc: Vec<u8>,
+    pub pin_hash_enc: Zeroizing<Vec<u8>>,
     /// `pinUvAuthParam` (0x04).
     pub pin_uv_auth_param: Vec<u8>,
+}
+
+impl fmt::Debug for SetPinParameters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetPinParameters").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ChangePinParameters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangePinParameters")
+            .finish_non_exhaustive()
+    }
 }
 
 /// A pinUvAuthToken as returned by the token-issuing clientPIN subcommands (CTAP 2.2
@@ -578,17 +605,6 @@ impl fmt::Debug for PinUvAuthToken {
             .field("len", &self.bytes.len())
             .finish_non_exhaustive()
     }
-}
-
-/// `authenticate(pinUvAuthToken, message)` over a raw token (CTAP 2.2 §6.5.6, §6.5.7): the
-/// first 16 bytes of HMAC-SHA-256 for protocol one (whether the token is 16 or 32 bytes), all
-/// 32 for protocol two. [`PinUvAuthToken::authenticate`] is the same over a checked token.
-pub fn authenticate_with_token(
-    protocol: PinUvAuthProtocol,
-    token: &[u8],
-    message: &[u8],
-) -> Vec<u8> {
-    protocol.authenticate(token, message)
 }
 
 /// A PIN that meets the composition requirements of CTAP 2.2 §6.5.1, in Unicode

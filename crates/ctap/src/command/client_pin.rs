@@ -589,7 +589,7 @@ impl PinSession {
         Ok(SetPin {
             pin_uv_auth_protocol: u32::from(self.protocol().number()),
             key_agreement: self.platform_key.clone(),
-            new_pin_enc: Zeroizing::new(p.new_pin_enc),
+            new_pin_enc: p.new_pin_enc,
             pin_uv_auth_param: p.pin_uv_auth_param,
         })
     }
@@ -605,8 +605,8 @@ impl PinSession {
         Ok(ChangePin {
             pin_uv_auth_protocol: u32::from(self.protocol().number()),
             key_agreement: self.platform_key.clone(),
-            pin_hash_enc: Zeroizing::new(p.pin_hash_enc),
-            new_pin_enc: Zeroizing::new(p.new_pin_enc),
+            pin_hash_enc: p.pin_hash_enc,
+            new_pin_enc: p.new_pin_enc,
             pin_uv_auth_param: p.pin_uv_auth_param,
         })
     }
@@ -620,7 +620,7 @@ impl PinSession {
         Ok(GetPinToken {
             pin_uv_auth_protocol: u32::from(self.protocol().number()),
             key_agreement: self.platform_key.clone(),
-            pin_hash_enc: Zeroizing::new(self.secret.pin_hash_enc(pin, rng)?),
+            pin_hash_enc: self.secret.pin_hash_enc(pin, rng)?,
         })
     }
 
@@ -635,7 +635,7 @@ impl PinSession {
         Ok(GetPinUvAuthTokenUsingPinWithPermissions {
             pin_uv_auth_protocol: u32::from(self.protocol().number()),
             key_agreement: self.platform_key.clone(),
-            pin_hash_enc: Zeroizing::new(self.secret.pin_hash_enc(pin, rng)?),
+            pin_hash_enc: self.secret.pin_hash_enc(pin, rng)?,
             permissions,
             rp_id,
         })

@@ -212,7 +212,11 @@ fn protocol_one_set_pin_and_change_pin() {
         reference_cbc_decrypt(&key, &[0; 16], &change.pin_hash_enc),
         Sha256::digest(b"1234")[..16]
     );
-    let message = [change.new_pin_enc.clone(), change.pin_hash_enc.clone()].concat();
+    let message = [
+        change.new_pin_enc.as_slice(),
+        change.pin_hash_enc.as_slice(),
+    ]
+    .concat();
     assert_eq!(
         change.pin_uv_auth_param,
         reference_hmac(&key, &message)[..16]
@@ -266,7 +270,11 @@ fn protocol_two_set_pin_and_change_pin() {
         hex::encode(&change.pin_uv_auth_param),
         "1b630f819ddd3d25598bab6c126a010673fd95dc1fe8976e343d7641045ae07f"
     );
-    let message = [change.new_pin_enc.clone(), change.pin_hash_enc.clone()].concat();
+    let message = [
+        change.new_pin_enc.as_slice(),
+        change.pin_hash_enc.as_slice(),
+    ]
+    .concat();
     assert!(secret.verify(&message, &change.pin_uv_auth_param));
     assert!(!secret.verify(&message[1..], &change.pin_uv_auth_param));
     assert!(!secret.verify(&message, &change.pin_uv_auth_param[..16]));
@@ -320,12 +328,12 @@ fn pin_uv_auth_param_over_client_data_hash() {
     let one = PinUvAuthProtocol::One;
     let two = PinUvAuthProtocol::Two;
     assert_eq!(
-        hex::encode(authenticate_with_token(one, &token16, &client_data_hash)),
+        hex::encode(one.authenticate(&token16, &client_data_hash)),
         "2cf876f003305d31adb67278ee6d1b29"
     );
     // Protocol one truncates to 16 bytes even with a 32-byte token.
     assert_eq!(
-        hex::encode(authenticate_with_token(one, &token32, &client_data_hash)),
+        hex::encode(one.authenticate(&token32, &client_data_hash)),
         "c267a2484fc909e9f0caba1f98b8ac0f"
     );
     let full = "c267a2484fc909e9f0caba1f98b8ac0f5d6044974a75ee52fadf8359b7d26948";
