@@ -18,13 +18,12 @@
 //! Responses are attacker-controlled: every length is checked before use and every
 //! malformation has its own [`RegistrationError`] or [`AuthenticationError`] variant.
 
-use core::fmt;
-
 use der::{Decode as _, Reader as _};
 use sha2::{Digest, Sha256};
 
 use crate::cbor::Value;
 use crate::cose::{CoseKey, alg, curve};
+use crate::iso7816::CommandApdu;
 use crate::webauthn::attestation::{AttestationObject, format};
 use crate::webauthn::auth_data::{AuthDataError, AuthenticatorData, Flags};
 
@@ -57,79 +56,12 @@ pub const PUBLIC_KEY_LEN: usize = 65;
 /// The legacy first byte of a registration response (Raw Message Formats §4.3).
 const REGISTER_RESERVED_BYTE: u8 = 0x05;
 
-/// How a command APDU encodes its lengths (ISO 7816-4 §5.1; Raw Message Formats §3.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ApduEncoding {
-    /// `00 Lc1 Lc2 <data> Le1 Le2`, Le = `00 00` (up to 65 536 response bytes). What
-    /// CTAPHID_MSG carries (CTAP 2.2 §11.2.9.1.2 → Raw Message Formats §3.1.2).
-    Extended,
-    /// `Lc <data> Le`, Le = `00` (up to 256 response bytes; the card signals more with SW
-    /// 61xx). Data is limited to 255 bytes. For NFC readers without extended-length support.
-    Short,
-}
-
-/// A U2F status word (Raw Message Formats §3.3), as a total conversion from `u16`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StatusWord {
-    /// 0x9000 SW_NO_ERROR.
-    NoError,
-    /// 0x6985 SW_CONDITIONS_NOT_SATISFIED: "test of user presence required"; for a check-only
-    /// authenticate, the key handle is this key's.
-    ConditionsNotSatisfied,
-    /// 0x6A80 SW_WRONG_DATA: bad key handle.
-    WrongData,
-    /// 0x6700 SW_WRONG_LENGTH.
-    WrongLength,
-    /// 0x6E00 SW_CLA_NOT_SUPPORTED.
-    ClaNotSupported,
-    /// 0x6D00 SW_INS_NOT_SUPPORTED.
-    InsNotSupported,
-    /// Any other status word.
-    Other(u16),
-}
-
-impl From<u16> for StatusWord {
-    fn from(sw: u16) -> Self {
-        match sw {
-            0x9000 => Self::NoError,
-            0x6985 => Self::ConditionsNotSatisfied,
-            0x6A80 => Self::WrongData,
-            0x6700 => Self::WrongLength,
-            0x6E00 => Self::ClaNotSupported,
-            0x6D00 => Self::InsNotSupported,
-            other => Self::Other(other),
-        }
-    }
-}
-
-impl From<StatusWord> for u16 {
-    fn from(sw: StatusWord) -> Self {
-        match sw {
-            StatusWord::NoError => 0x9000,
-            StatusWord::ConditionsNotSatisfied => 0x6985,
-            StatusWord::WrongData => 0x6A80,
-            StatusWord::WrongLength => 0x6700,
-            StatusWord::ClaNotSupported => 0x6E00,
-            StatusWord::InsNotSupported => 0x6D00,
-            StatusWord::Other(other) => other,
-        }
-    }
-}
-
-impl fmt::Display for StatusWord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Self::NoError => "SW_NO_ERROR",
-            Self::ConditionsNotSatisfied => "SW_CONDITIONS_NOT_SATISFIED",
-            Self::WrongData => "SW_WRONG_DATA",
-            Self::WrongLength => "SW_WRONG_LENGTH",
-            Self::ClaNotSupported => "SW_CLA_NOT_SUPPORTED",
-            Self::InsNotSupported => "SW_INS_NOT_SUPPORTED",
-            Self::Other(_) => "SW",
-        };
-        write!(f, "{name} (0x{:04X})", u16::from(*self))
-    }
-}
+/// How a U2F command APDU encodes its lengths: [`ApduForm::Extended`] is what CTAPHID_MSG
+/// carries (CTAP 2.2 §11.2.9.1.2 → Raw Message Formats §3.1.2, Le = `00 00`);
+/// [`ApduForm::Short`] works with any NFC reader (Le = `00`, more data through SW 61xx).
+pub use crate::iso7816::ApduForm as ApduEncoding;
+/// U2F status words (Raw Message Formats §3.3) are ISO 7816 status words.
+pub use crate::iso7816::StatusWord;
 
 /// Why a U2F exchange failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -139,7 +71,7 @@ pub enum U2fError {
     #[error("response APDU of {0} bytes has no status word")]
     ResponseTooShort(usize),
     /// The key answered with a status other than the one expected.
-    #[error("U2F status {0}")]
+    #[error("U2F status {:04X}", .0.to_u16())]
     Status(StatusWord),
     /// A check-only authenticate answered SW_NO_ERROR, which Raw Message Formats §5.1 rules
     /// out; the key cannot be trusted to have checked anything.
@@ -165,43 +97,33 @@ pub fn split_response(response: &[u8]) -> Result<(&[u8], StatusWord), U2fError> 
     let Some((data, &[sw1, sw2])) = response.split_last_chunk::<2>() else {
         return Err(U2fError::ResponseTooShort(response.len()));
     };
-    Ok((data, StatusWord::from(u16::from_be_bytes([sw1, sw2]))))
+    Ok((data, StatusWord::from_bytes(sw1, sw2)))
 }
 
 /// The data of a response APDU whose status is SW_NO_ERROR; any other status is an error.
 pub fn success_data(response: &[u8]) -> Result<&[u8], U2fError> {
     match split_response(response)? {
-        (data, StatusWord::NoError) => Ok(data),
+        (data, StatusWord::Success) => Ok(data),
         (_, sw) => Err(U2fError::Status(sw)),
     }
 }
 
-/// Encodes a command APDU with P2 = 0 and a maximal Le.
+/// Encodes a command APDU with P2 = 0 and the form's largest Le.
 fn command_apdu(ins: u8, p1: u8, data: &[u8], encoding: ApduEncoding) -> Result<Vec<u8>, U2fError> {
-    let mut apdu = Vec::with_capacity(4 + 3 + data.len() + 2);
-    apdu.extend_from_slice(&[CLA, ins, p1, 0x00]);
-    match encoding {
-        ApduEncoding::Extended => {
-            // U2F commands carry at most 32 + 32 + 1 + 255 bytes, far below this limit.
-            let lc =
-                u16::try_from(data.len()).map_err(|_| U2fError::ApduDataTooLong(data.len()))?;
-            apdu.push(0x00);
-            apdu.extend_from_slice(&lc.to_be_bytes());
-            apdu.extend_from_slice(data);
-            apdu.extend_from_slice(&[0x00, 0x00]);
-        }
-        ApduEncoding::Short => {
-            // Every U2F command here has data, so Lc = 0 (which would mean "no Lc") is refused.
-            let lc = u8::try_from(data.len())
-                .ok()
-                .filter(|&lc| lc > 0)
-                .ok_or(U2fError::ApduDataTooLong(data.len()))?;
-            apdu.push(lc);
-            apdu.extend_from_slice(data);
-            apdu.push(0x00);
-        }
+    let le = match encoding {
+        ApduEncoding::Extended => 0x1_0000,
+        ApduEncoding::Short => 0x100,
+    };
+    CommandApdu {
+        cla: CLA,
+        ins,
+        p1,
+        p2: 0x00,
+        data: data.to_vec(),
+        le: Some(le),
     }
-    Ok(apdu)
+    .encode(encoding)
+    .map_err(|_| U2fError::ApduDataTooLong(data.len()))
 }
 
 /// U2F_REGISTER (Raw Message Formats §4.1; CTAP 2.2 §10.2.1 for its use by makeCredential).
@@ -311,7 +233,7 @@ pub fn check_only_outcome(response: &[u8]) -> Result<KeyHandleCheck, U2fError> {
     match split_response(response)?.1 {
         StatusWord::ConditionsNotSatisfied => Ok(KeyHandleCheck::Known),
         StatusWord::WrongData => Ok(KeyHandleCheck::Unknown),
-        StatusWord::NoError => Err(U2fError::UnexpectedSuccess),
+        StatusWord::Success => Err(U2fError::UnexpectedSuccess),
         other => Err(U2fError::Status(other)),
     }
 }
@@ -804,11 +726,11 @@ mod tests {
     fn status_words_are_typed() {
         assert_eq!(
             split_response(&[0x90, 0x00]),
-            Ok((&[][..], StatusWord::NoError))
+            Ok((&[][..], StatusWord::Success))
         );
         assert_eq!(
             split_response(&[0xab, 0x90, 0x00]),
-            Ok((&[0xab][..], StatusWord::NoError))
+            Ok((&[0xab][..], StatusWord::Success))
         );
         assert_eq!(split_response(&[0x69]), Err(U2fError::ResponseTooShort(1)));
         assert_eq!(split_response(&[]), Err(U2fError::ResponseTooShort(0)));
@@ -819,14 +741,11 @@ mod tests {
         assert_eq!(sw([0x6d, 0x00]), StatusWord::InsNotSupported);
         assert_eq!(sw([0x6e, 0x00]), StatusWord::ClaNotSupported);
         assert_eq!(sw([0x6f, 0x00]), StatusWord::Other(0x6f00));
-        for value in 0..=u16::MAX {
-            assert_eq!(u16::from(StatusWord::from(value)), value);
-        }
+        assert_eq!(sw([0x6a, 0x82]), StatusWord::FileNotFound);
         assert_eq!(
-            StatusWord::ConditionsNotSatisfied.to_string(),
-            "SW_CONDITIONS_NOT_SATISFIED (0x6985)"
+            U2fError::Status(StatusWord::ConditionsNotSatisfied).to_string(),
+            "U2F status 6985"
         );
-        assert_eq!(StatusWord::Other(0x6a82).to_string(), "SW (0x6A82)");
 
         assert_eq!(success_data(&[0x01, 0x90, 0x00]), Ok(&[0x01][..]));
         assert_eq!(
