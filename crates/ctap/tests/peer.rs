@@ -164,7 +164,6 @@ fn keepalives_report_up_needed_and_cancel_ends_the_request() {
     });
     let hash = CollectedClientData::new(ClientDataType::Create, vec![7; 32], ORIGIN).hash();
     let payload = encode_request(&MakeCredential::new(request(hash, b"user")).unwrap()).unwrap();
-    let started = Instant::now();
     let mut up_needed = 0;
     let response = key.transact(HidCommand::Cbor, &payload, |status| {
         if status == KeepaliveStatus::UpNeeded {
@@ -174,8 +173,7 @@ fn keepalives_report_up_needed_and_cancel_ends_the_request() {
     });
     assert_eq!(response, [u8::from(StatusCode::KeepaliveCancel)]);
     assert!(up_needed >= 2, "saw {:?}", key.keepalives);
-    // The firmware's own presence timeout is 30 s: an answer long before that came from CANCEL.
-    assert!(started.elapsed() < virtkey::FIDO2_UP_TIMEOUT / 2);
+    // 0x2D, not the firmware's own presence timeout (0x2F): the answer came from CANCEL.
     // The channel stays usable.
     assert!(key.cbor(&GetInfo).is_ok());
 }

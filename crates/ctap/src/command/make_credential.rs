@@ -206,7 +206,8 @@ impl User {
     }
 }
 
-/// The credProtect extension input (CTAP 2.2 §12.1 "Credential Protection").
+/// The credProtect policy (CTAP 2.2 §12.1 "Credential Protection"): the extension input, and
+/// what authenticator data reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CredProtect {
     /// `userVerificationOptional` (0x01).
@@ -218,6 +219,16 @@ pub enum CredProtect {
 }
 
 impl CredProtect {
+    /// The policy with wire value `value`, if it is one of the three the spec defines.
+    pub fn from_value(value: u8) -> Option<Self> {
+        match value {
+            0x01 => Some(Self::UserVerificationOptional),
+            0x02 => Some(Self::UserVerificationOptionalWithCredentialIdList),
+            0x03 => Some(Self::UserVerificationRequired),
+            _ => None,
+        }
+    }
+
     /// The wire value.
     pub fn value(self) -> u8 {
         match self {

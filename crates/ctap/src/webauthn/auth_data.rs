@@ -400,16 +400,8 @@ impl AttestedCredentialData {
     }
 }
 
-/// The credProtect policy an authenticator reports (CTAP 2.2 §12.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CredProtect {
-    /// 0x01: userVerificationOptional.
-    UserVerificationOptional,
-    /// 0x02: userVerificationOptionalWithCredentialIDList.
-    UserVerificationOptionalWithCredentialIdList,
-    /// 0x03: userVerificationRequired.
-    UserVerificationRequired,
-}
+/// The credProtect policy (CTAP 2.2 §12.1): the same type as the extension input.
+pub use crate::command::make_credential::CredProtect;
 
 /// The `hmac-secret` output (CTAP 2.2 §12.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -475,12 +467,10 @@ impl Extensions {
         let Some(value) = self.get("credProtect") else {
             return Ok(None);
         };
-        Ok(Some(match conv::int::<u8>(value.clone(), "credProtect")? {
-            0x01 => CredProtect::UserVerificationOptional,
-            0x02 => CredProtect::UserVerificationOptionalWithCredentialIdList,
-            0x03 => CredProtect::UserVerificationRequired,
-            _ => return Err(DecodeError::OutOfRange("credProtect")),
-        }))
+        let value = conv::int::<u8>(value.clone(), "credProtect")?;
+        CredProtect::from_value(value)
+            .map(Some)
+            .ok_or(DecodeError::OutOfRange("credProtect"))
     }
 
     /// `hmac-secret`: a boolean after makeCredential, encrypted output after getAssertion.
