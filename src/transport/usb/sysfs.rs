@@ -413,6 +413,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(Errno::from_io_error(&err), Some(Errno::ISDIR));
         // Retrying would have taken the whole window, since EISDIR persists.
-        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -540,8 +540,12 @@ fn hidraw_names_are_strict() {
 
 /// Our end goes to the link; the peer plays the device (blocking, with a read timeout).
 fn link_and_device() -> (ReportLink, UnixDatagram) {
+    link_and_device_named("test")
+}
+
+fn link_and_device_named(label: &str) -> (ReportLink, UnixDatagram) {
     let (ours, theirs) = seqpacket_pair();
-    let link = start_link(ours, "test").unwrap();
+    let link = start_link(ours, label).unwrap();
     let device = UnixDatagram::from(theirs);
     device.set_read_timeout(Some(TIMEOUT)).unwrap();
     (link, device)
@@ -663,6 +667,47 @@ async fn dropping_the_link_closes_the_device() {
     // The device sees end-of-file once both the reader task and the writer thread let go.
     let n = on_device(&device, |d| d.recv(&mut [0u8; 100]).unwrap()).await;
     assert_eq!(n, 0);
+}
+
+/// Voluntary context switches of a thread, from its `/proc/.../status`.
+fn voluntary_switches(task_dir: &Path) -> u64 {
+    let status = std::fs::read_to_string(task_dir.join("status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_link_does_not_wake_up() {
+    let (link, device) = link_and_device_named("idlelink");
+    // Let the writer thread start and park on its channel.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let writer = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|t| {
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "idlelink-write")
+        })
+        .expect("writer thread");
+    let this = Path::new("/proc/thread-self");
+    let (writer_before, this_before) = (voluntary_switches(&writer), voluntary_switches(this));
+    // This runtime thread sleeps once; a reader that polled would wake it more often.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (writer_after, this_after) = (voluntary_switches(&writer), voluntary_switches(this));
+    assert_eq!(
+        writer_after, writer_before,
+        "the writer thread woke while idle"
+    );
+    assert!(
+        this_after - this_before <= 2,
+        "the runtime thread woke {} times while idle",
+        this_after - this_before
+    );
+    drop((link, device));
 }
 
 #[test]
