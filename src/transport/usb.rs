@@ -1,1 +1,0 @@
-//! USB HID security keys (hidraw).
