@@ -34,6 +34,8 @@ mod path {
 
 /// Longest server message kept in an [`ApiError`].
 const MAX_MESSAGE_CHARS: usize = 200;
+/// Bytes of a secret's beginning that, found in a server message, mark where it was cut.
+const SECRET_PREFIX_BYTES: usize = 8;
 /// Most redirects followed (all within the base URL's origin).
 const MAX_REDIRECTS: usize = 3;
 
@@ -458,15 +460,23 @@ fn sanitize(text: &str, secret: Option<&Token>) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_MESSAGE_CHARS)
         .collect();
-    if let Some(secret) = secret.filter(|s| s.len() >= 8) {
+    if let Some(secret) = secret.filter(|s| s.len() >= SECRET_PREFIX_BYTES) {
         text = text.replace(secret.expose(), "<redacted>");
         // A message cut inside the token would still carry a prefix of it.
-        if let Some(start) = text.find(&secret.expose()[..8]) {
+        if let Some(start) = text.find(secret_prefix(secret.expose())) {
             text.truncate(start);
             text.push_str("<redacted>");
         }
     }
     text
+}
+
+/// The secret's first [`SECRET_PREFIX_BYTES`] bytes, extended to the next character boundary:
+/// a token is server data and may hold a multi-byte character at any offset.
+fn secret_prefix(secret: &str) -> &str {
+    (SECRET_PREFIX_BYTES..=secret.len())
+        .find_map(|end| secret.get(..end))
+        .unwrap_or(secret)
 }
 
 #[cfg(test)]
@@ -510,6 +520,28 @@ mod tests {
             format!("{}<redacted>", "x".repeat(190))
         );
         assert_eq!(sanitize(&"y".repeat(500), None).len(), MAX_MESSAGE_CHARS);
+    }
+
+    #[test]
+    fn sanitize_survives_a_multi_byte_character_at_the_prefix_end() {
+        // 'é' takes bytes 7 and 8: byte 8 is not a character boundary.
+        let session = Token::new("abcdefg\u{e9}hijklmnop");
+        assert_eq!(secret_prefix(session.expose()), "abcdefg\u{e9}");
+        let echoed = format!("unknown session {}", session.expose());
+        assert_eq!(
+            sanitize(&echoed, Some(&session)),
+            "unknown session <redacted>"
+        );
+        // Cut inside the token, after the multi-byte character.
+        let cut = format!("session {}", &session.expose()[..12]);
+        assert_eq!(sanitize(&cut, Some(&session)), "session <redacted>");
+        // Multi-byte characters everywhere, including the very first bytes.
+        let wide = Token::new("\u{1f511}\u{1f511}\u{1f511}");
+        assert_eq!(secret_prefix(wide.expose()), "\u{1f511}\u{1f511}");
+        assert_eq!(
+            sanitize(&format!("x {}", wide.expose()), Some(&wide)),
+            "x <redacted>"
+        );
     }
 
     fn reply(status: u16, content_type: Option<&str>, body: &str) -> Reply {
