@@ -397,6 +397,33 @@ async fn complete_honours_retry_after() {
 }
 
 #[tokio::test]
+async fn retry_after_zero_does_not_spin() {
+    let rig = Rig::start(|_| {}).await;
+    let request = ready_to_complete(&rig, "kim@example.com").await;
+    rig.emulator.push_fault(
+        Endpoint::RegComplete,
+        fault(|f| {
+            f.status = Some(503);
+            f.retry_after = Some("0".to_owned());
+        }),
+    );
+    let result = rig
+        .client
+        .reg_complete(&request, Instant::now() + Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(&result, Err(Error::DeadlineExceeded { last }) if last.status() == Some(503)),
+        "{result:?}"
+    );
+    // The back-off (20, 40, 80, 160, 200, 200, ... ms) still applies: the waits before the
+    // deadline leave room for eight attempts at most, where `Retry-After: 0` taken literally
+    // would send hundreds.
+    let attempts = complete_statuses(&rig);
+    assert!((2..=8).contains(&attempts.len()), "{attempts:?}");
+    assert!(attempts.iter().all(|s| *s == Some(503)), "{attempts:?}");
+}
+
+#[tokio::test]
 async fn retry_after_beyond_the_deadline_gives_up_at_once() {
     let rig = Rig::start(|_| {}).await;
     let request = ready_to_complete(&rig, "ken@example.com").await;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::config::{AuthorizationScheme, LoginIdConfig};
+use super::config::{AuthorizationScheme, LoginIdConfig, RetryPolicy};
 use super::dto::{
     AppError, GrantRequest, GrantResponse, JwkSet, RegCompleteRequest, RegCompleteResponse,
     RegInitRequest, RegInitResponse, TokenVerifyRequest,
@@ -192,16 +192,8 @@ impl LoginIdClient {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };
-            let wait = match &error {
-                Error::Connect(_) | Error::Transport(_) | Error::Timeout => policy.backoff(retry),
-                Error::Api(api) if api.status == 429 || (500..=599).contains(&api.status) => {
-                    match api.retry_after {
-                        Some(after) if after > policy.max_retry_after => return Err(error),
-                        Some(after) => after,
-                        None => policy.backoff(retry),
-                    }
-                }
-                _ => return Err(error),
+            let Some(wait) = complete_retry_wait(&error, policy, retry) else {
+                return Err(error);
             };
             tracing::warn!(
                 retry,
@@ -304,6 +296,27 @@ impl LoginIdClient {
         let mut value = HeaderValue::from_str(&text).map_err(|_| TokenError::Malformed)?;
         value.set_sensitive(true);
         Ok(Some(value))
+    }
+}
+
+/// How long to wait before retrying `reg/complete` after `error` on retry number `retry`, or
+/// `None` when the error is final.
+///
+/// A `Retry-After` longer than the back-off replaces it; a shorter one (`0`, or an HTTP-date
+/// already past) does not, so that a server answering `Retry-After: 0` cannot drive the
+/// client into a hot loop. One longer than `max_retry_after` ends the retries.
+fn complete_retry_wait(error: &Error, policy: &RetryPolicy, retry: u32) -> Option<Duration> {
+    let backoff = policy.backoff(retry);
+    match error {
+        Error::Connect(_) | Error::Transport(_) | Error::Timeout => Some(backoff),
+        Error::Api(api) if api.status == 429 || (500..=599).contains(&api.status) => {
+            match api.retry_after {
+                Some(after) if after > policy.max_retry_after => None,
+                Some(after) => Some(after.max(backoff)),
+                None => Some(backoff),
+            }
+        }
+        _ => None,
     }
 }
 
@@ -497,6 +510,48 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn api(status: u16, retry_after: Option<Duration>) -> Error {
+        Error::Api(ApiError {
+            status,
+            code: ApiErrorCode::Missing,
+            message: None,
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn retry_after_never_shortens_the_backoff() {
+        let policy = RetryPolicy::default();
+        let wait = |error: &Error, retry| complete_retry_wait(error, &policy, retry);
+        // `Retry-After: 0` and a past HTTP-date both parse to zero.
+        for status in [429, 503] {
+            assert_eq!(
+                wait(&api(status, Some(Duration::ZERO)), 0),
+                Some(Duration::from_millis(250))
+            );
+            assert_eq!(
+                wait(&api(status, Some(Duration::ZERO)), 3),
+                Some(Duration::from_secs(2))
+            );
+            assert_eq!(
+                wait(&api(status, Some(Duration::from_millis(100))), 1),
+                Some(Duration::from_millis(500))
+            );
+        }
+        // A longer one is waited out in full ...
+        assert_eq!(
+            wait(&api(429, Some(Duration::from_secs(7))), 0),
+            Some(Duration::from_secs(7))
+        );
+        // ... up to the ceiling, beyond which the retries end.
+        assert_eq!(wait(&api(429, Some(Duration::from_secs(61))), 0), None);
+        assert_eq!(wait(&api(500, None), 2), Some(Duration::from_secs(1)));
+        assert_eq!(wait(&Error::Timeout, 0), Some(Duration::from_millis(250)));
+        assert_eq!(wait(&api(400, Some(Duration::ZERO)), 0), None);
+        assert_eq!(wait(&api(403, None), 0), None);
+        assert_eq!(wait(&Error::Redirect, 0), None);
     }
 
     #[test]
