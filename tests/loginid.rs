@@ -708,6 +708,142 @@ async fn jwks_is_refreshed_for_an_unknown_kid() {
     assert_eq!(api_error(result), (401, ApiErrorCode::Unauthorized));
 }
 
+fn jwks_downloads(rig: &Rig) -> usize {
+    rig.log_lines()
+        .iter()
+        .filter(|l| l["path"] == "/fido2/v2/.well-known/jwks.json")
+        .count()
+}
+
+/// Tokens of `count` different signing keys (the emulator keeps publishing old keys).
+fn tokens_of_new_keys(rig: &Rig, username: &str, count: usize) -> Vec<Token> {
+    (0..count)
+        .map(|_| {
+            rig.emulator.rotate_key();
+            Token::new(rig.emulator.mint_token(username, &[], 600, "jwtAccess"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn unknown_kids_share_one_download() {
+    let rig = Rig::start_with(
+        |_| {},
+        |c| c.jwks_min_refresh_interval = Duration::from_secs(60),
+    )
+    .await;
+    // Concurrent verifications of three unknown kids, while the download is slow.
+    let verifier = TokenVerifier::new(rig.client.clone());
+    let tokens = tokens_of_new_keys(&rig, "ria@example.com", 3);
+    rig.emulator.push_fault(
+        Endpoint::Jwks,
+        fault(|f| {
+            f.delay_ms = Some(300);
+            f.times = Some(1);
+        }),
+    );
+    let user = "ria@example.com";
+    let results = tokio::join!(
+        verifier.verify(&tokens[0], user),
+        verifier.verify(&tokens[1], user),
+        verifier.verify(&tokens[2], user),
+    );
+    assert!(
+        results.0.is_ok() && results.1.is_ok() && results.2.is_ok(),
+        "{results:?}"
+    );
+    assert_eq!(jwks_downloads(&rig), 1);
+
+    // A failing endpoint: the failed download counts against the interval too, so further
+    // unknown kids do not download again.
+    let verifier = TokenVerifier::new(rig.client.clone());
+    rig.emulator
+        .push_fault(Endpoint::Jwks, fault(|f| f.status = Some(503)));
+    let tokens = tokens_of_new_keys(&rig, "ria@example.com", 3);
+    let first = verifier.verify(&tokens[0], "ria@example.com").await;
+    assert_eq!(first.unwrap_err().status(), Some(503));
+    for token in &tokens[1..] {
+        let result = verifier.verify(token, "ria@example.com").await;
+        assert!(
+            matches!(result, Err(Error::Token(TokenError::JwksUnavailable))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(jwks_downloads(&rig), 2);
+}
+
+#[tokio::test]
+async fn cached_keys_outlive_a_failing_jwks_for_a_grace_period() {
+    let rig = Rig::start_with(
+        |_| {},
+        |c| {
+            c.jwks_min_refresh_interval = Duration::ZERO;
+            c.jwks_max_age = Duration::from_millis(300);
+            c.jwks_stale_grace = Duration::from_secs(2);
+        },
+    )
+    .await;
+    let verifier = TokenVerifier::new(rig.client.clone());
+    let known = Token::new(
+        rig.emulator
+            .mint_token("sam@example.com", &[], 600, "jwtAccess"),
+    );
+    verifier.verify(&known, "sam@example.com").await.unwrap();
+    let fetched = Instant::now();
+    rig.emulator
+        .push_fault(Endpoint::Jwks, fault(|f| f.status = Some(503)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Stale: a download is tried, fails, and the known key still verifies.
+    verifier.verify(&known, "sam@example.com").await.unwrap();
+    assert_eq!(jwks_downloads(&rig), 2);
+    // A key the cache never had cannot be served.
+    let unknown = tokens_of_new_keys(&rig, "sam@example.com", 1);
+    let result = verifier.verify(&unknown[0], "sam@example.com").await;
+    assert_eq!(result.unwrap_err().status(), Some(503));
+    // Past max age plus grace, the known key is refused too.
+    tokio::time::sleep_until(fetched + Duration::from_millis(2_500)).await;
+    let result = verifier.verify(&known, "sam@example.com").await;
+    assert_eq!(result.unwrap_err().status(), Some(503));
+}
+
+#[tokio::test]
+async fn a_download_does_not_hold_up_cached_keys() {
+    let rig = Rig::start_with(|_| {}, |c| c.jwks_min_refresh_interval = Duration::ZERO).await;
+    let verifier = std::sync::Arc::new(TokenVerifier::new(rig.client.clone()));
+    let known = Token::new(
+        rig.emulator
+            .mint_token("tom@example.com", &[], 600, "jwtAccess"),
+    );
+    verifier.verify(&known, "tom@example.com").await.unwrap();
+    // An unknown kid starts a download that stalls.
+    rig.emulator.push_fault(
+        Endpoint::Jwks,
+        fault(|f| {
+            f.delay_ms = Some(600_000);
+            f.times = Some(1);
+        }),
+    );
+    let unknown = tokens_of_new_keys(&rig, "tom@example.com", 1).remove(0);
+    let stalled = tokio::spawn({
+        let verifier = std::sync::Arc::clone(&verifier);
+        async move { verifier.verify(&unknown, "tom@example.com").await }
+    });
+    // The stalled download has reached the emulator once its fault is taken.
+    let started = Instant::now();
+    while !rig.emulator.faults().0.is_empty() {
+        assert!(started.elapsed() < GENEROUS, "the download never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cached = tokio::time::timeout(
+        Duration::from_secs(10),
+        verifier.verify(&known, "tom@example.com"),
+    )
+    .await;
+    assert!(matches!(cached, Ok(Ok(_))), "{cached:?}");
+    assert!(!stalled.is_finished());
+    stalled.abort();
+}
+
 #[tokio::test]
 async fn tokens_of_another_application_are_rejected() {
     let rig = Rig::start(|_| {}).await;

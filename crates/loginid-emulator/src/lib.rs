@@ -65,6 +65,11 @@ impl Emulator {
         *server::lock(&self.running.state.faults) = plan;
     }
 
+    /// The fault plan as it stands: the faults not yet used up.
+    pub fn faults(&self) -> FaultPlan {
+        server::lock(&self.running.state.faults).clone()
+    }
+
     /// Adds `fault` at the end of `endpoint`'s queue.
     pub fn push_fault(&self, endpoint: Endpoint, fault: Fault) {
         server::lock(&self.running.state.faults)
