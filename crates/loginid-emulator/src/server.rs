@@ -17,12 +17,14 @@ use axum::routing::{get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use futures_util::StreamExt as _;
+use hmac::digest::{KeyInit, Output};
+use hmac::{Hmac, Mac as _};
 use hyper_util::rt::TokioIo;
 use rand::RngCore as _;
 use rand::rngs::OsRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tower::ServiceExt as _;
@@ -92,6 +94,67 @@ struct Store {
     credential_ids: HashSet<Vec<u8>>,
 }
 
+type HmacSha256 = Hmac<Sha256>;
+
+/// MACs under keys drawn at start and never shown: log fingerprints cannot be checked
+/// against a guessed token or key, nor matched across runs, and the API key is compared
+/// through its MAC, in constant time and without revealing its length.
+struct Macs {
+    /// Keyed for request-log fingerprints.
+    log: HmacSha256,
+    /// Keyed for API key comparison.
+    api_key: HmacSha256,
+    /// MAC of the configured API key under `api_key`'s key.
+    api_key_tag: Output<HmacSha256>,
+}
+
+impl Macs {
+    fn new(api_key: &str) -> Self {
+        let keyed = || {
+            // A key of HMAC-SHA-256's block size: the infallible constructor takes exactly it.
+            let mut key = [0_u8; 64];
+            OsRng.fill_bytes(&mut key);
+            <HmacSha256 as KeyInit>::new(&key.into())
+        };
+        let api_key_mac = keyed();
+        let api_key_tag = api_key_mac
+            .clone()
+            .chain_update(api_key.as_bytes())
+            .finalize()
+            .into_bytes();
+        Self {
+            log: keyed(),
+            api_key: api_key_mac,
+            api_key_tag,
+        }
+    }
+
+    fn api_key_matches(&self, presented: &str) -> bool {
+        self.api_key
+            .clone()
+            .chain_update(presented.as_bytes())
+            .verify(&self.api_key_tag)
+            .is_ok()
+    }
+
+    /// A fingerprint of a credential header: its scheme and 48 bits of its HMAC, so that log
+    /// lines of one run can be correlated without ever containing a token or a key.
+    fn fingerprint(&self, value: &str) -> Value {
+        let scheme = match value.split_once(' ') {
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => "basic",
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => "bearer",
+            _ => "raw",
+        };
+        let tag = self
+            .log
+            .clone()
+            .chain_update(value.as_bytes())
+            .finalize()
+            .into_bytes();
+        json!({"scheme": scheme, "hmac": hex(tag.get(..6).unwrap_or_default())})
+    }
+}
+
 pub(crate) struct AppState {
     pub(crate) config: EmulatorConfig,
     pub(crate) base_url: Url,
@@ -100,6 +163,7 @@ pub(crate) struct AppState {
     pub(crate) stats: Stats,
     store: Mutex<Store>,
     webauthn: WebauthnCore,
+    macs: Macs,
     log: Mutex<Option<std::fs::File>>,
 }
 
@@ -144,6 +208,7 @@ impl AppState {
         };
         Ok(Self {
             faults: Mutex::new(config.faults.clone()),
+            macs: Macs::new(&config.api_key),
             config,
             base_url,
             keys: RwLock::new(KeyRing::new()),
@@ -356,18 +421,6 @@ fn with_detail(mut response: Response, detail: String) -> Response {
 // ---------------------------------------------------------------------------------------
 // Request log
 
-/// A fingerprint of a credential header: its scheme and 48 bits of its SHA-256, so that log
-/// lines can be correlated without ever containing a token or a key.
-fn fingerprint(value: &str) -> Value {
-    let scheme = match value.split_once(' ') {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => "basic",
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => "bearer",
-        _ => "raw",
-    };
-    let digest = Sha256::digest(value.as_bytes());
-    json!({"scheme": scheme, "sha256": hex(&digest[..6])})
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -403,10 +456,11 @@ async fn request_log(
 ) -> Response {
     let fault = FaultSlot::default();
     request.extensions_mut().insert(fault.clone());
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| fingerprint(&String::from_utf8_lossy(v.as_bytes())));
+    let authorization = request.headers().get(header::AUTHORIZATION).map(|v| {
+        state
+            .macs
+            .fingerprint(&String::from_utf8_lossy(v.as_bytes()))
+    });
     let mut guard = LogGuard {
         state: Arc::clone(&state),
         fault,
@@ -649,7 +703,7 @@ fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), Fail> {
     let key = decoded
         .split_once(':')
         .map_or(decoded.as_str(), |(key, _)| key);
-    if key != state.config.api_key {
+    if !state.macs.api_key_matches(key) {
         return Err(unauthorized("invalid API key"));
     }
     Ok(())
@@ -1164,4 +1218,38 @@ async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         "users": users,
         "sessions": sessions,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::Digest as _;
+
+    use super::*;
+
+    #[test]
+    fn api_key_comparison() {
+        let macs = Macs::new("key-123");
+        assert!(macs.api_key_matches("key-123"));
+        for wrong in ["", "key-12", "key-1234", "KEY-123", "key-124"] {
+            assert!(!macs.api_key_matches(wrong), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_per_process() {
+        let header = "Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln";
+        let (one, other) = (Macs::new("k"), Macs::new("k"));
+        let print = one.fingerprint(header);
+        assert_eq!(print["scheme"], "bearer");
+        let tag = print["hmac"].as_str().unwrap();
+        assert_eq!(tag.len(), 12);
+        assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Stable within a run, so lines can be correlated ...
+        assert_eq!(one.fingerprint(header), print);
+        // ... but not across runs, and not a plain hash anyone could compute from a guess.
+        assert_ne!(other.fingerprint(header)["hmac"], print["hmac"]);
+        assert_ne!(tag, hex(&Sha256::digest(header.as_bytes())[..6]));
+        assert_eq!(one.fingerprint("Basic a2V5Og==")["scheme"], "basic");
+        assert_eq!(one.fingerprint("token-without-scheme")["scheme"], "raw");
+    }
 }

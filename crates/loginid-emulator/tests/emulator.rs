@@ -339,6 +339,82 @@ async fn refuses_to_listen_beyond_loopback() {
 }
 
 #[tokio::test]
+async fn api_key_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("loginid-emulator-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port_file = dir.join("port");
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, "key-from-a-file\n").unwrap();
+    let emulator = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_loginid-emulator"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--app-id", APP_ID])
+            .args(["--origin", ORIGIN, "--rp-id", RP_ID])
+            .kill_on_drop(true);
+        command
+    };
+
+    // Both at once, or neither, is refused.
+    let both = emulator()
+        .args(["--api-key", API_KEY, "--api-key-file"])
+        .arg(&key_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!both.status.success());
+    let neither = emulator().output().await.unwrap();
+    assert!(!neither.status.success());
+    let empty_file = dir.join("empty");
+    std::fs::write(&empty_file, "\n").unwrap();
+    let empty = emulator()
+        .arg("--api-key-file")
+        .arg(&empty_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("non-empty"));
+
+    let mut child = emulator()
+        .arg("--api-key-file")
+        .arg(&key_file)
+        .arg("--port-file")
+        .arg(&port_file)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let port: u16 = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            break text.trim().parse().unwrap();
+        }
+        assert!(started.elapsed() < GENEROUS, "no port file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = json!({"grants": ["reg:write"], "username": "a@b.c"});
+    for (key, status) in [
+        ("key-from-a-file", 200),
+        ("key-from-a-file\n", 401),
+        (API_KEY, 401),
+    ] {
+        let auth = basic(key);
+        let reply = http(
+            addr,
+            "POST",
+            "/fido2/v2/mgmt/grant",
+            &[("Authorization", &auth)],
+            Some(&body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, status, "{key:?}");
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn refuses_an_impossible_timeout() {
     let mut config = config();
     config.timeout = Duration::from_millis(u64::from(u32::MAX) + 1);
