@@ -114,6 +114,13 @@ pub struct EmulatorConfig {
     pub faults: FaultPlan,
     /// Append the JSON-lines request log to this file.
     pub request_log: Option<PathBuf>,
+    /// Most registration sessions open at once; `reg/init` answers 429 beyond it.
+    pub max_sessions: usize,
+    /// Most connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and that an idle kept-alive
+    /// connection stays open.
+    pub header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -135,6 +142,9 @@ impl std::fmt::Debug for EmulatorConfig {
             padded_base64,
             faults,
             request_log,
+            max_sessions,
+            max_connections,
+            header_read_timeout,
         } = self;
         f.debug_struct("EmulatorConfig")
             .field("app_id", app_id)
@@ -152,13 +162,17 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("padded_base64", padded_base64)
             .field("faults", faults)
             .field("request_log", request_log)
+            .field("max_sessions", max_sessions)
+            .field("max_connections", max_connections)
+            .field("header_read_timeout", header_read_timeout)
             .finish()
     }
 }
 
 impl EmulatorConfig {
     /// A configuration with defaults: unprotected, UV required, resident key required,
-    /// `direct` attestation, 5 min ceremonies, 60 s grants, 600 s LoginID tokens.
+    /// `direct` attestation, 5 min ceremonies, 60 s grants, 600 s LoginID tokens, 1024 open
+    /// sessions, 256 connections, 10 s to send headers.
     pub fn new(
         app_id: impl Into<String>,
         origin: Url,
@@ -182,6 +196,9 @@ impl EmulatorConfig {
             padded_base64: false,
             faults: FaultPlan::default(),
             request_log: None,
+            max_sessions: 1024,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

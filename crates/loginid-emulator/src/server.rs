@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,14 +19,14 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use futures_util::StreamExt as _;
 use hmac::digest::{KeyInit, Output};
 use hmac::{Hmac, Mac as _};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::RngCore as _;
 use rand::rngs::OsRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
 use url::Url;
 use uuid::Uuid;
@@ -43,7 +43,7 @@ use crate::jws::KeyRing;
 /// Scope that authorizes `reg/init` (reference §2); `passkey:write` on June-2024 servers.
 const REG_WRITE: &str = "reg:write";
 const PASSKEY_WRITE: &str = "passkey:write";
-/// Largest request body read.
+/// Largest request body read (`DefaultBodyLimit`).
 const MAX_REQUEST_BYTES: usize = 256 << 10;
 /// Largest real response body that a truncation fault buffers.
 const MAX_BUFFERED_RESPONSE: usize = 1 << 20;
@@ -61,6 +61,9 @@ pub enum StartError {
     /// The ceremony timeout does not fit WebAuthn's 32-bit millisecond count.
     #[error("timeout of {0:?} is longer than 2^32 - 1 ms")]
     TimeoutTooLong(Duration),
+    /// A connection, session or time limit is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroLimit(&'static str),
     /// An allowed origin or the base URL is not a URL.
     #[error("bad URL: {0}")]
     Url(#[from] url::ParseError),
@@ -299,6 +302,15 @@ pub(crate) async fn start(
     if !listen.ip().is_loopback() {
         return Err(StartError::NotLoopback(listen));
     }
+    for (name, zero) in [
+        ("max_connections", config.max_connections == 0),
+        ("max_sessions", config.max_sessions == 0),
+        ("header_read_timeout", config.header_read_timeout.is_zero()),
+    ] {
+        if zero {
+            return Err(StartError::ZeroLimit(name));
+        }
+    }
     // webauthn-rs-core panics on a timeout that does not fit a u32 of milliseconds.
     if u32::try_from(config.timeout.as_millis()).is_err() {
         return Err(StartError::TimeoutTooLong(config.timeout));
@@ -309,7 +321,11 @@ pub(crate) async fn start(
     let state = Arc::new(AppState::new(config, base_url)?);
     let router = router(Arc::clone(&state));
     let (shutdown, watcher) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, router, watcher));
+    let limits = ConnectionLimits {
+        max_connections: state.config.max_connections,
+        header_read_timeout: state.config.header_read_timeout,
+    };
+    let task = tokio::spawn(accept_loop(listener, router, limits, watcher));
     Ok(Running {
         addr,
         state,
@@ -322,23 +338,55 @@ pub(crate) async fn start(
 #[derive(Clone)]
 struct ConnectionKiller(Arc<Notify>);
 
-async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // A slot first: past the cap, connections wait in the listen backlog instead of
+        // each costing a task.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         tokio::select! {
-            accepted = listener.accept() => {
-                // Accept errors (e.g. out of descriptors) are transient; keep serving.
-                if let Ok((stream, _peer)) = accepted {
-                    tokio::spawn(connection(stream, router.clone(), shutdown.clone()));
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    tokio::spawn(connection(
+                        stream,
+                        router.clone(),
+                        limits.header_read_timeout,
+                        slot,
+                        shutdown.clone(),
+                    ));
                 }
-            }
+                // Accept errors (e.g. out of descriptors) are transient; keep serving, after
+                // a pause so that a persistent one does not spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
             _ = shutdown.changed() => return,
         }
     }
 }
 
+/// Bounds on what connections may hold.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_read_timeout: Duration,
+}
+
 async fn connection(
     stream: tokio::net::TcpStream,
     router: Router,
+    header_read_timeout: Duration,
+    _slot: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let kill = Arc::new(Notify::new());
@@ -348,8 +396,12 @@ async fn connection(
             request.extensions_mut().insert(killer.clone());
             router.clone().oneshot(request.map(Body::new))
         });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    // The header timeout also runs while a kept-alive connection waits for its next request,
+    // so idle connections give their slot back too.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = conn => {}
         () = kill.notified() => {}
@@ -382,6 +434,8 @@ fn router(state: Arc<AppState>) -> Router {
         Arc::clone(&state),
         request_log,
     ))
+    // Request bodies are refused as soon as they pass the limit, never buffered whole.
+    .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
     .with_state(state)
 }
 
@@ -658,12 +712,30 @@ fn fail(status: StatusCode, msg: &str) -> Fail {
     }
 }
 
+/// A request body, read up to the router's [`DefaultBodyLimit`]; a refusal is an `AppError`
+/// like every other.
+struct JsonBytes(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = Fail;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    fail(StatusCode::BAD_REQUEST, "request body too large")
+                } else {
+                    fail(StatusCode::BAD_REQUEST, "could not read the request body")
+                }
+            })
+    }
+}
+
 /// Parses a JSON request body. Error messages name the position only: serde's own messages
 /// may quote the offending value, which could be a token.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Fail> {
-    if body.len() > MAX_REQUEST_BYTES {
-        return Err(fail(StatusCode::BAD_REQUEST, "request body too large"));
-    }
+fn parse<T: serde::de::DeserializeOwned>(JsonBytes(body): &JsonBytes) -> Result<T, Fail> {
     serde_json::from_slice(body).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => "unexpected or missing member",
@@ -743,7 +815,7 @@ struct GrantBody {
     username: Option<String>,
 }
 
-async fn grant(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn grant(State(state): State<Arc<AppState>>, headers: HeaderMap, body: JsonBytes) -> Reply {
     check_api_key(&state, &headers)?;
     let body: GrantBody = parse(&body)?;
     if body.grants.is_empty() {
@@ -781,7 +853,7 @@ struct TokenVerifyBody {
 async fn token_verify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: JsonBytes,
 ) -> Reply {
     check_api_key(&state, &headers)?;
     let body: TokenVerifyBody = parse(&body)?;
@@ -836,7 +908,11 @@ struct RegInitBody {
     passkey_options: Option<PasskeyOptionsBody>,
 }
 
-async fn reg_init(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn reg_init(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: JsonBytes,
+) -> Reply {
     let body: RegInitBody = parse(&body)?;
     let config = &state.config;
     if body.app.id != config.app_id {
@@ -980,6 +1056,14 @@ async fn reg_init(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     let mut store = lock(&state.store);
     let now = Instant::now();
     store.sessions.retain(|_, pending| pending.expires > now);
+    // Every session holds registration state until it is used or expires: bounded, so that
+    // a flood of reg/init calls cannot grow the store without limit.
+    if store.sessions.len() >= config.max_sessions {
+        return Err(fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open registration sessions",
+        ));
+    }
     store.sessions.insert(
         session,
         PendingRegistration {
@@ -1026,7 +1110,7 @@ fn auth_data_of(attestation_object: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-async fn reg_complete(State(state): State<Arc<AppState>>, body: Bytes) -> Reply {
+async fn reg_complete(State(state): State<Arc<AppState>>, body: JsonBytes) -> Reply {
     let body: RegCompleteBody = parse(&body)?;
     // Single use: the session is gone whatever happens next.
     let pending = lock(&state.store)
@@ -1158,7 +1242,7 @@ async fn reg_complete(State(state): State<Arc<AppState>>, body: Bytes) -> Reply 
 async fn admin_set_faults(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: JsonBytes,
 ) -> Reply {
     check_api_key(&state, &headers)?;
     let plan: FaultPlan = parse(&body)?;
@@ -1199,7 +1283,11 @@ struct MintBody {
     token_type: Option<String>,
 }
 
-async fn admin_token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn admin_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: JsonBytes,
+) -> Reply {
     check_api_key(&state, &headers)?;
     let body: MintBody = parse(&body)?;
     let token_type = body.token_type.as_deref().unwrap_or("authzToken");

@@ -859,3 +859,114 @@ async fn connection_faults() {
         200
     );
 }
+
+#[tokio::test]
+async fn registration_sessions_are_capped() {
+    let emulator = start(|c| c.max_sessions = 2).await;
+    let first = init(&emulator, "s1@example.com", None).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(init(&emulator, "s2@example.com", None).await.status, 200);
+    let refused = init(&emulator, "s3@example.com", None).await;
+    assert_app_error(&refused, 429, "too_many_requests", "too many open");
+    // Using a session frees its place.
+    let first = first.json();
+    let reg = make_credential(&first, |_| {});
+    assert_eq!(
+        complete(&emulator, &complete_body(&first, &reg))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(init(&emulator, "s3@example.com", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_request_bodies_are_refused() {
+    let emulator = start(|_| {}).await;
+    let mut body = init_body("big@example.com");
+    body["padding"] = json!("x".repeat(300 << 10));
+    let reply = http(
+        emulator.addr(),
+        "POST",
+        "/fido2/v2/reg/init",
+        &[],
+        Some(&body),
+    )
+    .await
+    .unwrap();
+    assert_app_error(&reply, 400, "bad_request", "request body too large");
+    // Just under the limit is read and served.
+    body["padding"] = json!("x".repeat(200 << 10));
+    let reply = http(
+        emulator.addr(),
+        "POST",
+        "/fido2/v2/reg/init",
+        &[],
+        Some(&body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let emulator = start(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(emulator.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /fido2/v2/.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The server closes the connection: the read ends (EOF or reset) instead of waiting.
+    let _ = tokio::time::timeout(GENEROUS, stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection was not closed");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn connections_are_capped() {
+    let emulator = start(|c| c.max_connections = 2).await;
+    let addr = emulator.addr();
+    // Two idle connections take both places.
+    let idle = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    let waiting = tokio::spawn(http(
+        addr,
+        "GET",
+        "/fido2/v2/.well-known/jwks.json",
+        &[],
+        None,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served past the connection cap");
+    drop(idle);
+    let reply = tokio::time::timeout(GENEROUS, waiting)
+        .await
+        .expect("never served")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn zero_limits_are_refused() {
+    for configure in [
+        (|c: &mut EmulatorConfig| c.max_sessions = 0) as fn(&mut EmulatorConfig),
+        |c| c.max_connections = 0,
+        |c| c.header_read_timeout = Duration::ZERO,
+    ] {
+        let mut config = config();
+        configure(&mut config);
+        let result = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await;
+        assert!(
+            matches!(result, Err(loginid_emulator::StartError::ZeroLimit(_))),
+            "{result:?}"
+        );
+    }
+}
