@@ -94,8 +94,9 @@ impl LoginIdClient {
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .redirect(redirect)
+            // No reqwest `.timeout`: `exchange` bounds each exchange by the request timeout
+            // and the caller's deadline in one place.
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
             .no_proxy()
             .build()
             .map_err(|e| ConfigError::Client(e.to_string()))?;
@@ -237,7 +238,8 @@ impl LoginIdClient {
         json_body(&reply, None)
     }
 
-    /// One HTTP exchange, bounded by the request timeout and by `deadline`.
+    /// One HTTP exchange, from sending the request to the body's last byte, bounded by the
+    /// request timeout and by `deadline` (the only timer on it besides `connect_timeout`).
     async fn exchange<B: Serialize>(
         &self,
         method: Method,
@@ -384,22 +386,55 @@ async fn read_reply(mut response: reqwest::Response, limit: usize) -> Result<Rep
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Error::ResponseTooLarge { limit });
     }
-    // Reserve up front so that the buffer (which may hold a token) is not reallocated, leaving
-    // unzeroized copies behind, for bodies up to that size.
-    let reserve = declared.map_or(8 << 10, |l| usize::try_from(l).unwrap_or(limit));
-    let mut body = Zeroizing::new(Vec::with_capacity(reserve.min(limit)));
+    let mut body = BodyBuffer::new(limit);
     while let Some(chunk) = response.chunk().await.map_err(classify)? {
-        if chunk.len() > limit.saturating_sub(body.len()) {
-            return Err(Error::ResponseTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
+        body.push(chunk)?;
     }
     Ok(Reply {
         status,
         content_type,
         retry_after,
-        body,
+        body: body.finish(),
     })
+}
+
+/// Collects a response body (which may hold a token) so that the client leaves no copy of it
+/// behind: the chunks are kept as received, and copied once into a zeroizing buffer allocated
+/// at the final size, which therefore never reallocates. (The chunks are the HTTP stack's
+/// own buffers; those the client cannot wipe.)
+struct BodyBuffer<C> {
+    limit: usize,
+    chunks: Vec<C>,
+    len: usize,
+}
+
+impl<C: AsRef<[u8]>> BodyBuffer<C> {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Adds a chunk, refusing it if the body would pass the limit.
+    fn push(&mut self, chunk: C) -> Result<(), Error> {
+        let size = chunk.as_ref().len();
+        if size > self.limit.saturating_sub(self.len) {
+            return Err(Error::ResponseTooLarge { limit: self.limit });
+        }
+        self.len += size;
+        self.chunks.push(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Zeroizing<Vec<u8>> {
+        let mut body = Zeroizing::new(Vec::with_capacity(self.len));
+        for chunk in &self.chunks {
+            body.extend_from_slice(chunk.as_ref());
+        }
+        body
+    }
 }
 
 /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -597,6 +632,28 @@ mod tests {
             sanitize(&format!("x {}", wide.expose()), Some(&wide)),
             "x <redacted>"
         );
+    }
+
+    #[test]
+    fn body_buffer_copies_once_at_the_final_size() {
+        let mut buffer = BodyBuffer::new(16);
+        for chunk in [&b"{\"tok"[..], b"en\":", b"\"t\"}"] {
+            buffer.push(chunk).unwrap();
+        }
+        let body = buffer.finish();
+        assert_eq!(body.as_slice(), b"{\"token\":\"t\"}".as_slice());
+        assert_eq!((body.len(), body.capacity()), (13, 13));
+        // Exactly at the limit is fine; one byte more is not.
+        let mut buffer = BodyBuffer::new(4);
+        buffer.push(&b"ab"[..]).unwrap();
+        buffer.push(&b"cd"[..]).unwrap();
+        assert!(matches!(
+            buffer.push(&b"e"[..]),
+            Err(Error::ResponseTooLarge { limit: 4 })
+        ));
+        assert_eq!(buffer.finish().as_slice(), b"abcd");
+        let empty = BodyBuffer::<&[u8]>::new(4).finish();
+        assert_eq!((empty.len(), empty.capacity()), (0, 0));
     }
 
     fn reply(status: u16, content_type: Option<&str>, body: &str) -> Reply {
