@@ -391,9 +391,15 @@ async fn complete_honours_retry_after() {
     );
     let started = Instant::now();
     rig.client.reg_complete(&request, deadline()).await.unwrap();
-    // Back-off alone would have retried after 20 ms.
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(complete_statuses(&rig), [Some(429), Some(200)]);
+    let elapsed = started.elapsed();
+    // Back-off alone would have retried after 20 ms; the wait is `Retry-After`, not more
+    // (it is not added to the back-off, nor stretched to `max_retry_after`).
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    // Exactly two attempts: the refused one and the one after the wait.
+    let attempts = complete_statuses(&rig);
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts, [Some(429), Some(200)]);
 }
 
 #[tokio::test]
@@ -539,10 +545,21 @@ async fn init_is_not_retried_once_the_request_was_sent() {
 
 #[tokio::test]
 async fn init_is_retried_on_connection_failure() {
-    // A port that was just free: nothing listens there, so every attempt fails to connect.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-    drop(listener);
+    // A server that accepts TCP and hangs up at once: every TLS handshake fails, so no
+    // request is ever sent, and each attempt is one accepted connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = url::Url::parse(&format!("https://{}", listener.local_addr().unwrap())).unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = std::sync::Arc::clone(&accepted);
+        async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        }
+    });
     let mut config = support::client_config(url);
     config.retry.init_attempts = 3;
     let client = LoginIdClient::new(config).unwrap();
@@ -551,8 +568,26 @@ async fn init_is_retried_on_connection_failure() {
         .reg_init(&init_request("nick@example.com"), None, deadline())
         .await;
     assert!(matches!(result, Err(Error::Connect(_))), "{result:?}");
+    // Counted before each hang-up, so before the client saw the attempt fail.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     // Two back-offs (20 ms, 40 ms) were waited between the three attempts.
     assert!(started.elapsed() >= Duration::from_millis(60));
+    server.abort();
+}
+
+#[tokio::test]
+async fn init_is_retried_on_connection_refused() {
+    // A port that was just free: nothing listens there, so every attempt fails to connect.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    drop(listener);
+    let mut config = support::client_config(url);
+    config.retry.init_attempts = 2;
+    let client = LoginIdClient::new(config).unwrap();
+    let result = client
+        .reg_init(&init_request("nick@example.com"), None, deadline())
+        .await;
+    assert!(matches!(result, Err(Error::Connect(_))), "{result:?}");
 }
 
 #[tokio::test]
@@ -583,7 +618,14 @@ async fn a_100_mb_body_is_refused_while_streaming() {
     assert!(sent > 1 << 20, "{sent}");
     assert!(sent < 64 << 20, "{sent}");
 
-    // With Content-Length announced, the body is refused before it is read.
+    // With Content-Length announced, the body is refused before any of it is read. The
+    // server still gets to push what the socket buffers take (a few MiB on loopback) before
+    // the connection closes; with a cap far above that, a client that read up to the cap
+    // would have drawn 48 MiB out of the server.
+    let mut config = rig.client.config().clone();
+    config.max_response_bytes = 48 << 20;
+    let client = LoginIdClient::new(config).unwrap();
+    let before = rig.emulator.oversize_bytes_sent();
     rig.emulator.push_fault(
         Endpoint::Grant,
         fault(|f| {
@@ -594,11 +636,13 @@ async fn a_100_mb_body_is_refused_while_streaming() {
             f.times = Some(1);
         }),
     );
-    let result = rig.client.grant(&rig.api_key, &request).await;
+    let result = client.grant(&rig.api_key, &request).await;
     assert!(
-        matches!(result, Err(Error::ResponseTooLarge { .. })),
+        matches!(result, Err(Error::ResponseTooLarge { limit: 0x300_0000 })),
         "{result:?}"
     );
+    let sent = rig.emulator.oversize_bytes_sent() - before;
+    assert!(sent < 16 << 20, "{sent}");
 }
 
 #[tokio::test]
