@@ -80,8 +80,15 @@ async fn full_ceremony_with_token_verified_two_ways() {
     );
     assert!(options.exclude_credentials.is_empty());
 
+    // The virtual key runs the firmware for seconds: off the runtime's thread.
+    let creation_result = tokio::task::spawn_blocking({
+        let options = options.clone();
+        move || make_credential_on_virtual_key(&options, ORIGIN)
+    })
+    .await
+    .unwrap();
     let request = RegCompleteRequest {
-        creation_result: make_credential_on_virtual_key(options, ORIGIN),
+        creation_result,
         session: init.session.clone(),
         passkey_name: None,
     };
@@ -112,7 +119,7 @@ async fn full_ceremony_with_token_verified_two_ways() {
     ));
 
     // The request log: one line per request, the client's User-Agent, and no secret at all.
-    let lines = rig.log_lines();
+    let lines = rig.log_lines().await;
     let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
     assert_eq!(
         paths,
@@ -127,7 +134,7 @@ async fn full_ceremony_with_token_verified_two_ways() {
     assert!(lines.iter().all(|l| l["userAgent"] == USER_AGENT));
     assert_eq!(lines[0]["authorization"]["scheme"], "basic");
     assert_eq!(lines[1]["authorization"]["scheme"], "raw");
-    let text = rig.log_text();
+    let text = rig.log_text().await;
     for secret in [
         authz.expose(),
         init.session.expose(),
@@ -172,6 +179,7 @@ async fn bearer_scheme_and_second_passkey() {
     );
     assert!(
         rig.log_lines()
+            .await
             .iter()
             .any(|l| l["authorization"]["scheme"] == "bearer")
     );
@@ -353,8 +361,9 @@ async fn ready_to_complete(rig: &Rig, username: &str) -> RegCompleteRequest {
     }
 }
 
-fn complete_statuses(rig: &Rig) -> Vec<Option<u64>> {
+async fn complete_statuses(rig: &Rig) -> Vec<Option<u64>> {
     rig.log_lines()
+        .await
         .iter()
         .filter(|l| l["path"] == "/fido2/v2/reg/complete")
         .map(|l| l["status"].as_u64())
@@ -374,7 +383,10 @@ async fn complete_survives_500_then_succeeds() {
     );
     let done = rig.client.reg_complete(&request, deadline()).await.unwrap();
     assert!(!done.jwt_access.is_empty());
-    assert_eq!(complete_statuses(&rig), [Some(500), Some(500), Some(200)]);
+    assert_eq!(
+        complete_statuses(&rig).await,
+        [Some(500), Some(500), Some(200)]
+    );
 }
 
 #[tokio::test]
@@ -397,7 +409,7 @@ async fn complete_honours_retry_after() {
     assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     // Exactly two attempts: the refused one and the one after the wait.
-    let attempts = complete_statuses(&rig);
+    let attempts = complete_statuses(&rig).await;
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts, [Some(429), Some(200)]);
 }
@@ -424,7 +436,7 @@ async fn retry_after_zero_does_not_spin() {
     // The back-off (20, 40, 80, 160, 200, 200, ... ms) still applies: the waits before the
     // deadline leave room for eight attempts at most, where `Retry-After: 0` taken literally
     // would send hundreds.
-    let attempts = complete_statuses(&rig);
+    let attempts = complete_statuses(&rig).await;
     assert!((2..=8).contains(&attempts.len()), "{attempts:?}");
     assert!(attempts.iter().all(|s| *s == Some(503)), "{attempts:?}");
 }
@@ -454,7 +466,7 @@ async fn retry_after_beyond_the_deadline_gives_up_at_once() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(complete_statuses(&rig), [Some(503)]);
+    assert_eq!(complete_statuses(&rig).await, [Some(503)]);
 }
 
 #[tokio::test]
@@ -486,6 +498,7 @@ async fn complete_retries_after_timeout_and_dropped_connection() {
     // Two attempts that never got an answer, then the real one.
     let lines: Vec<_> = rig
         .log_lines()
+        .await
         .into_iter()
         .filter(|l| l["path"] == "/fido2/v2/reg/complete")
         .collect();
@@ -510,7 +523,7 @@ async fn a_passed_deadline_sends_nothing() {
         matches!(&result, Err(Error::DeadlineExceeded { last }) if matches!(**last, Error::Timeout)),
         "{result:?}"
     );
-    assert!(complete_statuses(&rig).is_empty());
+    assert!(complete_statuses(&rig).await.is_empty());
     // The session is still there for an attempt in time.
     rig.client.reg_complete(&request, deadline()).await.unwrap();
 }
@@ -523,7 +536,7 @@ async fn https_really_speaks_tls() {
     let client = LoginIdClient::new(support::client_config(url)).unwrap();
     let result = client.jwks().await;
     assert!(matches!(result, Err(Error::Connect(_))), "{result:?}");
-    assert!(rig.log_lines().is_empty());
+    assert!(rig.log_lines().await.is_empty());
 }
 
 #[tokio::test]
@@ -734,6 +747,7 @@ async fn jwks_is_refreshed_for_an_unknown_kid() {
     verifier.verify(&first, "pat@example.com").await.unwrap();
     let downloads = rig
         .log_lines()
+        .await
         .iter()
         .filter(|l| l["path"] == "/fido2/v2/.well-known/jwks.json")
         .count();
@@ -752,8 +766,9 @@ async fn jwks_is_refreshed_for_an_unknown_kid() {
     assert_eq!(api_error(result), (401, ApiErrorCode::Unauthorized));
 }
 
-fn jwks_downloads(rig: &Rig) -> usize {
+async fn jwks_downloads(rig: &Rig) -> usize {
     rig.log_lines()
+        .await
         .iter()
         .filter(|l| l["path"] == "/fido2/v2/.well-known/jwks.json")
         .count()
@@ -796,7 +811,7 @@ async fn unknown_kids_share_one_download() {
         results.0.is_ok() && results.1.is_ok() && results.2.is_ok(),
         "{results:?}"
     );
-    assert_eq!(jwks_downloads(&rig), 1);
+    assert_eq!(jwks_downloads(&rig).await, 1);
 
     // A failing endpoint: the failed download counts against the interval too, so further
     // unknown kids do not download again.
@@ -813,7 +828,7 @@ async fn unknown_kids_share_one_download() {
             "{result:?}"
         );
     }
-    assert_eq!(jwks_downloads(&rig), 2);
+    assert_eq!(jwks_downloads(&rig).await, 2);
 }
 
 #[tokio::test]
@@ -839,7 +854,7 @@ async fn cached_keys_outlive_a_failing_jwks_for_a_grace_period() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Stale: a download is tried, fails, and the known key still verifies.
     verifier.verify(&known, "sam@example.com").await.unwrap();
-    assert_eq!(jwks_downloads(&rig), 2);
+    assert_eq!(jwks_downloads(&rig).await, 2);
     // A key the cache never had cannot be served.
     let unknown = tokens_of_new_keys(&rig, "sam@example.com", 1);
     let result = verifier.verify(&unknown[0], "sam@example.com").await;

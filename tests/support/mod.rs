@@ -116,15 +116,20 @@ impl Rig {
         self.client.grant(&self.api_key, &request).await.unwrap()
     }
 
-    pub(crate) fn log_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+    /// The request log's lines, once the emulator has written every request answered so
+    /// far.
+    pub(crate) async fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .await
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
     }
 
-    pub(crate) fn log_text(&self) -> String {
+    /// The request log's text, once the emulator has written every request answered so far.
+    /// (A small file: read in place.)
+    pub(crate) async fn log_text(&self) -> String {
+        self.emulator.flush_log().await;
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

@@ -114,6 +114,13 @@ impl Emulator {
             .load(Ordering::Relaxed)
     }
 
+    /// Returns once every request answered so far (and every dropped connection noticed so
+    /// far) is in the request log file. Lines are written by a task of their own; this is the
+    /// way to read the file without racing it.
+    pub async fn flush_log(&self) {
+        self.running.state.log.flush().await;
+    }
+
     /// Stops accepting connections and closes the open ones (dropping it does the same).
     pub fn shutdown(self) {}
 }

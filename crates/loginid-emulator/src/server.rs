@@ -1,8 +1,8 @@
 //! The HTTP server: accept loop, routes, fault injection and request log.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,8 +25,9 @@ use rand::rngs::OsRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tower::ServiceExt as _;
 use url::Url;
 use uuid::Uuid;
@@ -55,7 +56,7 @@ pub enum StartError {
     /// The emulator only listens on loopback addresses.
     #[error("refusing to listen on {0}: only loopback addresses are allowed")]
     NotLoopback(SocketAddr),
-    /// Binding or reading the log file failed.
+    /// Binding or opening the log file failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// The ceremony timeout does not fit WebAuthn's 32-bit millisecond count.
@@ -73,6 +74,99 @@ pub enum StartError {
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) oversize_bytes_sent: AtomicU64,
+}
+
+/// Lines the request log's writer may fall behind by; past it, requests wait for it (and
+/// lines of dropped connections are lost, and counted).
+const LOG_QUEUE: usize = 1024;
+
+enum LogMessage {
+    Line(String),
+    /// Answered once every line queued before it is written and flushed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The request log: lines go to a writer task, so that no request handler or drop ever
+/// writes to the file on a runtime thread.
+pub(crate) struct RequestLog {
+    /// `None` without a log file.
+    queue: Option<mpsc::Sender<LogMessage>>,
+    /// Lines lost because the queue was full when a connection dropped.
+    dropped: AtomicU64,
+}
+
+impl RequestLog {
+    async fn open(path: Option<&Path>) -> Result<Self, StartError> {
+        let queue = match path {
+            Some(path) => {
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await?;
+                let (queue, lines) = mpsc::channel(LOG_QUEUE);
+                tokio::spawn(write_log(file, lines));
+                Some(queue)
+            }
+            None => None,
+        };
+        Ok(Self {
+            queue,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `line`, waiting while the writer is behind.
+    async fn send(&self, line: String) {
+        if let Some(queue) = &self.queue {
+            // The writer only stops when the emulator does.
+            let _ = queue.send(LogMessage::Line(line)).await;
+        }
+    }
+
+    /// Queues `line` without waiting (from a drop, which cannot wait), or counts it as lost.
+    fn try_send(&self, line: String) {
+        if let Some(queue) = &self.queue
+            && queue.try_send(LogMessage::Line(line)).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Returns once every line queued so far is in the file.
+    pub(crate) async fn flush(&self) {
+        if let Some(queue) = &self.queue {
+            let (done, written) = oneshot::channel();
+            if queue.send(LogMessage::Flush(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The log's writer task: appends lines until the emulator stops, flushing whenever it has
+/// caught up, so that a reader of the file sees every line of an answered request soon.
+async fn write_log(mut file: tokio::fs::File, mut lines: mpsc::Receiver<LogMessage>) {
+    while let Some(message) = lines.recv().await {
+        // A failing log write must not fail the requests it describes, nor stop the log.
+        match message {
+            LogMessage::Line(line) => {
+                let _ = file.write_all(line.as_bytes()).await;
+                if lines.is_empty() {
+                    let _ = file.flush().await;
+                }
+            }
+            LogMessage::Flush(done) => {
+                let _ = file.flush().await;
+                let _ = done.send(());
+            }
+        }
+    }
+    let _ = file.flush().await;
 }
 
 struct UserRecord {
@@ -167,7 +261,7 @@ pub(crate) struct AppState {
     store: Mutex<Store>,
     webauthn: WebauthnCore,
     macs: Macs,
-    log: Mutex<Option<std::fs::File>>,
+    pub(crate) log: RequestLog,
 }
 
 /// Locks a mutex, recovering the data if a handler panicked while holding it (the emulator
@@ -191,7 +285,7 @@ fn secs(duration: Duration) -> i64 {
 }
 
 impl AppState {
-    pub(crate) fn new(config: EmulatorConfig, base_url: Url) -> Result<Self, StartError> {
+    pub(crate) fn new(config: EmulatorConfig, base_url: Url, log: RequestLog) -> Self {
         let webauthn = WebauthnCore::new_unsafe_experts_only(
             &config.rp_name,
             &config.rp_id,
@@ -200,16 +294,7 @@ impl AppState {
             None,
             None,
         );
-        let log = match &config.request_log {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-            None => None,
-        };
-        Ok(Self {
+        Self {
             faults: Mutex::new(config.faults.clone()),
             macs: Macs::new(&config.api_key),
             config,
@@ -218,8 +303,8 @@ impl AppState {
             stats: Stats::default(),
             store: Mutex::new(Store::default()),
             webauthn,
-            log: Mutex::new(log),
-        })
+            log,
+        }
     }
 
     fn issuer(&self) -> String {
@@ -278,13 +363,6 @@ impl AppState {
         }
         Ok(claims)
     }
-
-    fn write_log(&self, line: &Value) {
-        if let Some(file) = lock(&self.log).as_mut() {
-            // A failing log write must not fail the request it describes.
-            let _ = writeln!(file, "{line}");
-        }
-    }
 }
 
 /// The running emulator's plumbing.
@@ -318,7 +396,8 @@ pub(crate) async fn start(
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let base_url = Url::parse(&format!("http://{addr}"))?;
-    let state = Arc::new(AppState::new(config, base_url)?);
+    let log = RequestLog::open(config.request_log.as_deref()).await?;
+    let state = Arc::new(AppState::new(config, base_url, log));
     let router = router(Arc::clone(&state));
     let (shutdown, watcher) = watch::channel(false);
     let limits = ConnectionLimits {
@@ -479,27 +558,36 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the log line when the request ends, including when its connection is dropped
-/// mid-way (then `status` is null).
+/// Logs the request when it ends: through [`request_log`] once it has a response, or, if its
+/// connection is dropped mid-way, when the request's future is dropped (then `status` is
+/// null).
 struct LogGuard {
     state: Arc<AppState>,
     fault: FaultSlot,
-    line: Value,
+    /// Taken by whichever of the two logs the request.
+    line: Option<Value>,
     started: Instant,
-    done: bool,
+}
+
+impl LogGuard {
+    /// The finished line: the fault applied and the duration added, newline-terminated.
+    fn finish(&self, mut line: Value) -> String {
+        if let Some(label) = lock(&self.fault.0).take() {
+            line["fault"] = json!(label);
+        }
+        line["durationMs"] =
+            json!(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        format!("{line}\n")
+    }
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if !self.done {
-            self.line["outcome"] = json!("connection closed before a response");
+        if let Some(mut line) = self.line.take() {
+            line["outcome"] = json!("connection closed before a response");
+            let line = self.finish(line);
+            self.state.log.try_send(line);
         }
-        if let Some(label) = lock(&self.fault.0).take() {
-            self.line["fault"] = json!(label);
-        }
-        self.line["durationMs"] =
-            json!(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        self.state.write_log(&self.line);
     }
 }
 
@@ -518,7 +606,7 @@ async fn request_log(
     let mut guard = LogGuard {
         state: Arc::clone(&state),
         fault,
-        line: json!({
+        line: Some(json!({
             "ts": unix_now(),
             "method": request.method().as_str(),
             "path": request.uri().path(),
@@ -528,15 +616,18 @@ async fn request_log(
                 .get(header::USER_AGENT)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect::<String>()),
             "status": null,
-        }),
+        })),
         started: Instant::now(),
-        done: false,
     };
     let response = next.run(request).await;
-    guard.done = true;
-    guard.line["status"] = json!(response.status().as_u16());
-    if let Some(Detail(detail)) = response.extensions().get::<Detail>() {
-        guard.line["detail"] = json!(detail);
+    if let Some(mut line) = guard.line.take() {
+        line["status"] = json!(response.status().as_u16());
+        if let Some(Detail(detail)) = response.extensions().get::<Detail>() {
+            line["detail"] = json!(detail);
+        }
+        // Queued before the response leaves, so a client that has its answer and then
+        // flushes the log finds the line.
+        state.log.send(guard.finish(line)).await;
     }
     response
 }
@@ -1303,6 +1394,7 @@ async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     };
     Ok(ok_json(&json!({
         "oversizeBytesSent": state.stats.oversize_bytes_sent.load(Ordering::Relaxed),
+        "logLinesDropped": state.log.dropped(),
         "users": users,
         "sessions": sessions,
     })))

@@ -307,9 +307,18 @@ async fn command_line_interface() {
         .unwrap();
     assert_eq!(healthy.status, 200);
 
+    // The log is written by a task of its own: wait for the last request's line.
+    let started = std::time::Instant::now();
+    let log_text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 9 {
+            break text;
+        }
+        assert!(started.elapsed() < GENEROUS, "log incomplete: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     child.start_kill().unwrap();
     let _ = child.wait().await;
-    let log_text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log_text.lines().count(), 9);
     assert!(!log_text.contains(&token));
     assert!(!log_text.contains(&token[token.len() - 16..]));

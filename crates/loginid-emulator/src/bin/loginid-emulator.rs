@@ -127,8 +127,9 @@ async fn main() -> anyhow::Result<()> {
     config.padded_base64 = args.padded_base64;
     config.request_log = args.request_log;
     if let Some(path) = &args.faults {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
         config.faults = serde_json::from_str::<FaultPlan>(&text)
             .with_context(|| format!("parsing fault plan {}", path.display()))?;
     }
@@ -137,9 +138,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.port_file {
         // Written to a temporary name and renamed, so that a reader never sees a partial port.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{}\n", emulator.addr().port()))
+        tokio::fs::write(&tmp, format!("{}\n", emulator.addr().port()))
+            .await
             .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!("loginid-emulator listening on {}", emulator.base_url());
 
@@ -148,6 +152,8 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+    // Lines still queued for the request log go to the file before the process ends.
+    emulator.flush_log().await;
     emulator.shutdown();
     Ok(())
 }
