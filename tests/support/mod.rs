@@ -132,6 +132,27 @@ impl Rig {
         self.emulator.flush_log().await;
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Polls the request log until `done` accepts its lines: for lines of requests that
+    /// never got an answer, which the emulator writes once it notices the closed
+    /// connection.
+    pub(crate) async fn wait_for_log(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let started = Instant::now();
+        loop {
+            let lines = self.log_lines().await;
+            if done(&lines) {
+                return lines;
+            }
+            assert!(
+                started.elapsed() < GENEROUS,
+                "log never got there: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 pub(crate) fn init_request(username: &str) -> RegInitRequest {
