@@ -146,29 +146,15 @@ pub fn verifying_key(jwk: &Jwk) -> Result<VerifyingKey, TokenError> {
 }
 
 /// What a token must satisfy besides its signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expectations<'a> {
+struct Expectations<'a> {
     /// Required `iss`.
-    pub issuer: &'a str,
+    issuer: &'a str,
     /// Required member of `aud`.
-    pub audience: &'a str,
+    audience: &'a str,
     /// Required `username`, if any.
-    pub username: Option<&'a str>,
+    username: Option<&'a str>,
     /// Clock skew tolerated on `exp` and `nbf`.
-    pub leeway: Duration,
-}
-
-/// Verifies `token` with `key` and checks its claims at time `now`. The key must be the one the
-/// token's `kid` names; [`TokenVerifier`] does that lookup.
-pub fn verify_with_key(
-    token: &str,
-    key: &VerifyingKey,
-    expect: &Expectations<'_>,
-    now: SystemTime,
-) -> Result<LoginIdClaims, TokenError> {
-    let parsed = parse(token)?;
-    check_header(&parsed.header)?;
-    verify_parsed(&parsed, key, expect, now)
+    leeway: Duration,
 }
 
 fn check_header(header: &Header) -> Result<&str, TokenError> {
@@ -450,8 +436,11 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(NOW)
     }
 
+    /// What [`TokenVerifier::verify`] does once it has the key, at a fixed time.
     fn verify(token: &str) -> Result<LoginIdClaims, TokenError> {
-        verify_with_key(token, signing_key().verifying_key(), &expect(), now())
+        let parsed = parse(token)?;
+        check_header(&parsed.header)?;
+        verify_parsed(&parsed, signing_key().verifying_key(), &expect(), now())
     }
 
     #[test]

@@ -29,16 +29,32 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Self; 5] = [
+        Self::Grant,
+        Self::TokenVerify,
+        Self::Jwks,
+        Self::RegInit,
+        Self::RegComplete,
+    ];
+
+    /// The path the endpoint is served at: the one table that both the router and fault
+    /// injection read.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::Grant => "/fido2/v2/mgmt/grant",
+            Self::TokenVerify => "/fido2/v2/mgmt/token/verify",
+            Self::Jwks => "/fido2/v2/.well-known/jwks.json",
+            Self::RegInit => "/fido2/v2/reg/init",
+            Self::RegComplete => "/fido2/v2/reg/complete",
+        }
+    }
+
     /// The endpoint served at `path`, if any.
     pub fn from_path(path: &str) -> Option<Self> {
-        match path {
-            "/fido2/v2/mgmt/grant" => Some(Self::Grant),
-            "/fido2/v2/mgmt/token/verify" => Some(Self::TokenVerify),
-            "/fido2/v2/.well-known/jwks.json" => Some(Self::Jwks),
-            "/fido2/v2/reg/init" => Some(Self::RegInit),
-            "/fido2/v2/reg/complete" => Some(Self::RegComplete),
-            _ => None,
-        }
+        Self::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.path() == path)
     }
 }
 
@@ -243,5 +259,10 @@ mod tests {
             Some(Endpoint::RegInit)
         );
         assert_eq!(Endpoint::from_path("/fido2/v2/reg/init/"), None);
+        assert_eq!(Endpoint::from_path("/admin/faults"), None);
+        for endpoint in Endpoint::ALL {
+            assert_eq!(Endpoint::from_path(endpoint.path()), Some(endpoint));
+        }
+        assert_eq!(Endpoint::Jwks.path(), "/fido2/v2/.well-known/jwks.json");
     }
 }

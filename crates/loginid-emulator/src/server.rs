@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use futures_util::StreamExt as _;
@@ -488,13 +488,24 @@ async fn connection(
     }
 }
 
+/// The handler of an API endpoint; its path comes from [`Endpoint::path`], which fault
+/// injection reads too.
+fn api_route(endpoint: Endpoint) -> MethodRouter<Arc<AppState>> {
+    match endpoint {
+        Endpoint::Grant => post(grant),
+        Endpoint::TokenVerify => post(token_verify),
+        Endpoint::Jwks => get(jwks),
+        Endpoint::RegInit => post(reg_init),
+        Endpoint::RegComplete => post(reg_complete),
+    }
+}
+
 fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/fido2/v2/mgmt/grant", post(grant))
-        .route("/fido2/v2/mgmt/token/verify", post(token_verify))
-        .route("/fido2/v2/.well-known/jwks.json", get(jwks))
-        .route("/fido2/v2/reg/init", post(reg_init))
-        .route("/fido2/v2/reg/complete", post(reg_complete))
+    let api = Endpoint::ALL
+        .into_iter()
+        .fold(Router::new(), |router, endpoint| {
+            router.route(endpoint.path(), api_route(endpoint))
+        })
         .route(
             "/admin/faults",
             put(admin_set_faults)
