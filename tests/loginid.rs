@@ -80,8 +80,15 @@ async fn full_ceremony_with_token_verified_two_ways() {
     );
     assert!(options.exclude_credentials.is_empty());
 
+    // The virtual key runs the firmware for seconds: off the runtime's thread.
+    let creation_result = tokio::task::spawn_blocking({
+        let options = options.clone();
+        move || make_credential_on_virtual_key(&options, ORIGIN)
+    })
+    .await
+    .unwrap();
     let request = RegCompleteRequest {
-        creation_result: make_credential_on_virtual_key(options, ORIGIN),
+        creation_result,
         session: init.session.clone(),
         passkey_name: None,
     };
@@ -112,7 +119,7 @@ async fn full_ceremony_with_token_verified_two_ways() {
     ));
 
     // The request log: one line per request, the client's User-Agent, and no secret at all.
-    let lines = rig.log_lines();
+    let lines = rig.log_lines().await;
     let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
     assert_eq!(
         paths,
@@ -127,7 +134,7 @@ async fn full_ceremony_with_token_verified_two_ways() {
     assert!(lines.iter().all(|l| l["userAgent"] == USER_AGENT));
     assert_eq!(lines[0]["authorization"]["scheme"], "basic");
     assert_eq!(lines[1]["authorization"]["scheme"], "raw");
-    let text = rig.log_text();
+    let text = rig.log_text().await;
     for secret in [
         authz.expose(),
         init.session.expose(),
@@ -172,6 +179,7 @@ async fn bearer_scheme_and_second_passkey() {
     );
     assert!(
         rig.log_lines()
+            .await
             .iter()
             .any(|l| l["authorization"]["scheme"] == "bearer")
     );
@@ -353,8 +361,9 @@ async fn ready_to_complete(rig: &Rig, username: &str) -> RegCompleteRequest {
     }
 }
 
-fn complete_statuses(rig: &Rig) -> Vec<Option<u64>> {
+async fn complete_statuses(rig: &Rig) -> Vec<Option<u64>> {
     rig.log_lines()
+        .await
         .iter()
         .filter(|l| l["path"] == "/fido2/v2/reg/complete")
         .map(|l| l["status"].as_u64())
@@ -374,7 +383,10 @@ async fn complete_survives_500_then_succeeds() {
     );
     let done = rig.client.reg_complete(&request, deadline()).await.unwrap();
     assert!(!done.jwt_access.is_empty());
-    assert_eq!(complete_statuses(&rig), [Some(500), Some(500), Some(200)]);
+    assert_eq!(
+        complete_statuses(&rig).await,
+        [Some(500), Some(500), Some(200)]
+    );
 }
 
 #[tokio::test]
@@ -391,9 +403,42 @@ async fn complete_honours_retry_after() {
     );
     let started = Instant::now();
     rig.client.reg_complete(&request, deadline()).await.unwrap();
-    // Back-off alone would have retried after 20 ms.
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(complete_statuses(&rig), [Some(429), Some(200)]);
+    let elapsed = started.elapsed();
+    // Back-off alone would have retried after 20 ms; the wait is `Retry-After`, not more
+    // (it is not added to the back-off, nor stretched to `max_retry_after`).
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    // Exactly two attempts: the refused one and the one after the wait.
+    let attempts = complete_statuses(&rig).await;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts, [Some(429), Some(200)]);
+}
+
+#[tokio::test]
+async fn retry_after_zero_does_not_spin() {
+    let rig = Rig::start(|_| {}).await;
+    let request = ready_to_complete(&rig, "kim@example.com").await;
+    rig.emulator.push_fault(
+        Endpoint::RegComplete,
+        fault(|f| {
+            f.status = Some(503);
+            f.retry_after = Some("0".to_owned());
+        }),
+    );
+    let result = rig
+        .client
+        .reg_complete(&request, Instant::now() + Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(&result, Err(Error::DeadlineExceeded { last }) if last.status() == Some(503)),
+        "{result:?}"
+    );
+    // The back-off (20, 40, 80, 160, 200, 200, ... ms) still applies: the waits before the
+    // deadline leave room for eight attempts at most, where `Retry-After: 0` taken literally
+    // would send hundreds.
+    let attempts = complete_statuses(&rig).await;
+    assert!((2..=8).contains(&attempts.len()), "{attempts:?}");
+    assert!(attempts.iter().all(|s| *s == Some(503)), "{attempts:?}");
 }
 
 #[tokio::test]
@@ -421,17 +466,18 @@ async fn retry_after_beyond_the_deadline_gives_up_at_once() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(complete_statuses(&rig), [Some(503)]);
+    assert_eq!(complete_statuses(&rig).await, [Some(503)]);
 }
 
 #[tokio::test]
 async fn complete_retries_after_timeout_and_dropped_connection() {
     let rig = Rig::start(|_| {}).await;
     let request = ready_to_complete(&rig, "leo@example.com").await;
-    // A short per-exchange timeout for reg/complete only, still ample for the answer that
-    // finally comes (a timed-out attempt that the server did process would burn the session).
+    // A per-exchange timeout for reg/complete only: short next to the stalled attempt, and
+    // still ample on a loaded machine for the answer that finally comes, WebAuthn check
+    // included (a timed-out attempt that the server did process would burn the session).
     let mut config = rig.client.config().clone();
-    config.request_timeout = Duration::from_secs(3);
+    config.request_timeout = Duration::from_secs(10);
     let client = LoginIdClient::new(config).unwrap();
     rig.emulator.set_faults(FaultPlan(
         [(
@@ -450,22 +496,37 @@ async fn complete_retries_after_timeout_and_dropped_connection() {
         .into(),
     ));
     client.reg_complete(&request, deadline()).await.unwrap();
-    // Two attempts that never got an answer, then the real one.
+    // Two attempts that never got an answer, then the real one. The stalled attempt's line
+    // is written once the emulator notices its connection closed, which may come after the
+    // answered one: wait for all three, in any order.
     let lines: Vec<_> = rig
-        .log_lines()
+        .wait_for_log(|lines| {
+            lines
+                .iter()
+                .filter(|l| l["path"] == "/fido2/v2/reg/complete")
+                .count()
+                >= 3
+        })
+        .await
         .into_iter()
         .filter(|l| l["path"] == "/fido2/v2/reg/complete")
         .collect();
     assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0]["fault"], "drop connection");
-    assert_eq!(lines[1]["fault"], "delay 600000ms");
-    assert!(lines[..2].iter().all(|l| l["status"].is_null()));
-    assert!(
-        lines[..2]
-            .iter()
-            .all(|l| l["outcome"] == "connection closed before a response")
-    );
-    assert_eq!(lines[2]["status"], 200);
+    let with_fault = |label: &str| {
+        let found: Vec<_> = lines.iter().filter(|l| l["fault"] == label).collect();
+        assert_eq!(found.len(), 1, "{label}: {lines:?}");
+        found[0]
+    };
+    for unanswered in [with_fault("drop connection"), with_fault("delay 600000ms")] {
+        assert!(unanswered["status"].is_null(), "{unanswered}");
+        assert_eq!(
+            unanswered["outcome"], "connection closed before a response",
+            "{unanswered}"
+        );
+    }
+    let answered: Vec<_> = lines.iter().filter(|l| l["fault"].is_null()).collect();
+    assert_eq!(answered.len(), 1, "{lines:?}");
+    assert_eq!(answered[0]["status"], 200);
 }
 
 #[tokio::test]
@@ -477,7 +538,7 @@ async fn a_passed_deadline_sends_nothing() {
         matches!(&result, Err(Error::DeadlineExceeded { last }) if matches!(**last, Error::Timeout)),
         "{result:?}"
     );
-    assert!(complete_statuses(&rig).is_empty());
+    assert!(complete_statuses(&rig).await.is_empty());
     // The session is still there for an attempt in time.
     rig.client.reg_complete(&request, deadline()).await.unwrap();
 }
@@ -490,7 +551,7 @@ async fn https_really_speaks_tls() {
     let client = LoginIdClient::new(support::client_config(url)).unwrap();
     let result = client.jwks().await;
     assert!(matches!(result, Err(Error::Connect(_))), "{result:?}");
-    assert!(rig.log_lines().is_empty());
+    assert!(rig.log_lines().await.is_empty());
 }
 
 #[tokio::test]
@@ -512,10 +573,21 @@ async fn init_is_not_retried_once_the_request_was_sent() {
 
 #[tokio::test]
 async fn init_is_retried_on_connection_failure() {
-    // A port that was just free: nothing listens there, so every attempt fails to connect.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-    drop(listener);
+    // A server that accepts TCP and hangs up at once: every TLS handshake fails, so no
+    // request is ever sent, and each attempt is one accepted connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = url::Url::parse(&format!("https://{}", listener.local_addr().unwrap())).unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = std::sync::Arc::clone(&accepted);
+        async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        }
+    });
     let mut config = support::client_config(url);
     config.retry.init_attempts = 3;
     let client = LoginIdClient::new(config).unwrap();
@@ -524,8 +596,26 @@ async fn init_is_retried_on_connection_failure() {
         .reg_init(&init_request("nick@example.com"), None, deadline())
         .await;
     assert!(matches!(result, Err(Error::Connect(_))), "{result:?}");
+    // Counted before each hang-up, so before the client saw the attempt fail.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     // Two back-offs (20 ms, 40 ms) were waited between the three attempts.
     assert!(started.elapsed() >= Duration::from_millis(60));
+    server.abort();
+}
+
+#[tokio::test]
+async fn init_is_retried_on_connection_refused() {
+    // A port that was just free: nothing listens there, so every attempt fails to connect.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    drop(listener);
+    let mut config = support::client_config(url);
+    config.retry.init_attempts = 2;
+    let client = LoginIdClient::new(config).unwrap();
+    let result = client
+        .reg_init(&init_request("nick@example.com"), None, deadline())
+        .await;
+    assert!(matches!(result, Err(Error::Connect(_))), "{result:?}");
 }
 
 #[tokio::test]
@@ -556,7 +646,14 @@ async fn a_100_mb_body_is_refused_while_streaming() {
     assert!(sent > 1 << 20, "{sent}");
     assert!(sent < 64 << 20, "{sent}");
 
-    // With Content-Length announced, the body is refused before it is read.
+    // With Content-Length announced, the body is refused before any of it is read. The
+    // server still gets to push what the socket buffers take (a few MiB on loopback) before
+    // the connection closes; with a cap far above that, a client that read up to the cap
+    // would have drawn 48 MiB out of the server.
+    let mut config = rig.client.config().clone();
+    config.max_response_bytes = 48 << 20;
+    let client = LoginIdClient::new(config).unwrap();
+    let before = rig.emulator.oversize_bytes_sent();
     rig.emulator.push_fault(
         Endpoint::Grant,
         fault(|f| {
@@ -567,11 +664,13 @@ async fn a_100_mb_body_is_refused_while_streaming() {
             f.times = Some(1);
         }),
     );
-    let result = rig.client.grant(&rig.api_key, &request).await;
+    let result = client.grant(&rig.api_key, &request).await;
     assert!(
-        matches!(result, Err(Error::ResponseTooLarge { .. })),
+        matches!(result, Err(Error::ResponseTooLarge { limit: 0x300_0000 })),
         "{result:?}"
     );
+    let sent = rig.emulator.oversize_bytes_sent() - before;
+    assert!(sent < 16 << 20, "{sent}");
 }
 
 #[tokio::test]
@@ -663,6 +762,7 @@ async fn jwks_is_refreshed_for_an_unknown_kid() {
     verifier.verify(&first, "pat@example.com").await.unwrap();
     let downloads = rig
         .log_lines()
+        .await
         .iter()
         .filter(|l| l["path"] == "/fido2/v2/.well-known/jwks.json")
         .count();
@@ -679,6 +779,143 @@ async fn jwks_is_refreshed_for_an_unknown_kid() {
     );
     let result = rig.client.verify_token(&rig.api_key, &expired).await;
     assert_eq!(api_error(result), (401, ApiErrorCode::Unauthorized));
+}
+
+async fn jwks_downloads(rig: &Rig) -> usize {
+    rig.log_lines()
+        .await
+        .iter()
+        .filter(|l| l["path"] == "/fido2/v2/.well-known/jwks.json")
+        .count()
+}
+
+/// Tokens of `count` different signing keys (the emulator keeps publishing old keys).
+fn tokens_of_new_keys(rig: &Rig, username: &str, count: usize) -> Vec<Token> {
+    (0..count)
+        .map(|_| {
+            rig.emulator.rotate_key();
+            Token::new(rig.emulator.mint_token(username, &[], 600, "jwtAccess"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn unknown_kids_share_one_download() {
+    let rig = Rig::start_with(
+        |_| {},
+        |c| c.jwks_min_refresh_interval = Duration::from_secs(60),
+    )
+    .await;
+    // Concurrent verifications of three unknown kids, while the download is slow.
+    let verifier = TokenVerifier::new(rig.client.clone());
+    let tokens = tokens_of_new_keys(&rig, "ria@example.com", 3);
+    rig.emulator.push_fault(
+        Endpoint::Jwks,
+        fault(|f| {
+            f.delay_ms = Some(300);
+            f.times = Some(1);
+        }),
+    );
+    let user = "ria@example.com";
+    let results = tokio::join!(
+        verifier.verify(&tokens[0], user),
+        verifier.verify(&tokens[1], user),
+        verifier.verify(&tokens[2], user),
+    );
+    assert!(
+        results.0.is_ok() && results.1.is_ok() && results.2.is_ok(),
+        "{results:?}"
+    );
+    assert_eq!(jwks_downloads(&rig).await, 1);
+
+    // A failing endpoint: the failed download counts against the interval too, so further
+    // unknown kids do not download again.
+    let verifier = TokenVerifier::new(rig.client.clone());
+    rig.emulator
+        .push_fault(Endpoint::Jwks, fault(|f| f.status = Some(503)));
+    let tokens = tokens_of_new_keys(&rig, "ria@example.com", 3);
+    let first = verifier.verify(&tokens[0], "ria@example.com").await;
+    assert_eq!(first.unwrap_err().status(), Some(503));
+    for token in &tokens[1..] {
+        let result = verifier.verify(token, "ria@example.com").await;
+        assert!(
+            matches!(result, Err(Error::Token(TokenError::JwksUnavailable))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(jwks_downloads(&rig).await, 2);
+}
+
+#[tokio::test]
+async fn cached_keys_outlive_a_failing_jwks_for_a_grace_period() {
+    let rig = Rig::start_with(
+        |_| {},
+        |c| {
+            c.jwks_min_refresh_interval = Duration::ZERO;
+            c.jwks_max_age = Duration::from_millis(300);
+            c.jwks_stale_grace = Duration::from_secs(4);
+        },
+    )
+    .await;
+    let verifier = TokenVerifier::new(rig.client.clone());
+    let known = Token::new(
+        rig.emulator
+            .mint_token("sam@example.com", &[], 600, "jwtAccess"),
+    );
+    verifier.verify(&known, "sam@example.com").await.unwrap();
+    let fetched = Instant::now();
+    rig.emulator
+        .push_fault(Endpoint::Jwks, fault(|f| f.status = Some(503)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Stale: a download is tried, fails, and the known key still verifies.
+    verifier.verify(&known, "sam@example.com").await.unwrap();
+    assert_eq!(jwks_downloads(&rig).await, 2);
+    // A key the cache never had cannot be served.
+    let unknown = tokens_of_new_keys(&rig, "sam@example.com", 1);
+    let result = verifier.verify(&unknown[0], "sam@example.com").await;
+    assert_eq!(result.unwrap_err().status(), Some(503));
+    // Past max age plus grace, the known key is refused too.
+    tokio::time::sleep_until(fetched + Duration::from_millis(4_500)).await;
+    let result = verifier.verify(&known, "sam@example.com").await;
+    assert_eq!(result.unwrap_err().status(), Some(503));
+}
+
+#[tokio::test]
+async fn a_download_does_not_hold_up_cached_keys() {
+    let rig = Rig::start_with(|_| {}, |c| c.jwks_min_refresh_interval = Duration::ZERO).await;
+    let verifier = std::sync::Arc::new(TokenVerifier::new(rig.client.clone()));
+    let known = Token::new(
+        rig.emulator
+            .mint_token("tom@example.com", &[], 600, "jwtAccess"),
+    );
+    verifier.verify(&known, "tom@example.com").await.unwrap();
+    // An unknown kid starts a download that stalls.
+    rig.emulator.push_fault(
+        Endpoint::Jwks,
+        fault(|f| {
+            f.delay_ms = Some(600_000);
+            f.times = Some(1);
+        }),
+    );
+    let unknown = tokens_of_new_keys(&rig, "tom@example.com", 1).remove(0);
+    let stalled = tokio::spawn({
+        let verifier = std::sync::Arc::clone(&verifier);
+        async move { verifier.verify(&unknown, "tom@example.com").await }
+    });
+    // The stalled download has reached the emulator once its fault is taken.
+    let started = Instant::now();
+    while !rig.emulator.faults().0.is_empty() {
+        assert!(started.elapsed() < GENEROUS, "the download never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cached = tokio::time::timeout(
+        Duration::from_secs(10),
+        verifier.verify(&known, "tom@example.com"),
+    )
+    .await;
+    assert!(matches!(cached, Ok(Ok(_))), "{cached:?}");
+    assert!(!stalled.is_finished());
+    stalled.abort();
 }
 
 #[tokio::test]

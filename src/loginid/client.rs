@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::config::{AuthorizationScheme, LoginIdConfig};
+use super::config::{AuthorizationScheme, LoginIdConfig, RetryPolicy};
 use super::dto::{
     AppError, GrantRequest, GrantResponse, JwkSet, RegCompleteRequest, RegCompleteResponse,
     RegInitRequest, RegInitResponse, TokenVerifyRequest,
@@ -34,6 +34,8 @@ mod path {
 
 /// Longest server message kept in an [`ApiError`].
 const MAX_MESSAGE_CHARS: usize = 200;
+/// Bytes of a secret's beginning that, found in a server message, mark where it was cut.
+const SECRET_PREFIX_BYTES: usize = 8;
 /// Most redirects followed (all within the base URL's origin).
 const MAX_REDIRECTS: usize = 3;
 
@@ -92,8 +94,9 @@ impl LoginIdClient {
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .redirect(redirect)
+            // No reqwest `.timeout`: `exchange` bounds each exchange by the request timeout
+            // and the caller's deadline in one place.
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
             .no_proxy()
             .build()
             .map_err(|e| ConfigError::Client(e.to_string()))?;
@@ -190,16 +193,8 @@ impl LoginIdClient {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };
-            let wait = match &error {
-                Error::Connect(_) | Error::Transport(_) | Error::Timeout => policy.backoff(retry),
-                Error::Api(api) if api.status == 429 || (500..=599).contains(&api.status) => {
-                    match api.retry_after {
-                        Some(after) if after > policy.max_retry_after => return Err(error),
-                        Some(after) => after,
-                        None => policy.backoff(retry),
-                    }
-                }
-                _ => return Err(error),
+            let Some(wait) = complete_retry_wait(&error, policy, retry) else {
+                return Err(error);
             };
             tracing::warn!(
                 retry,
@@ -243,7 +238,8 @@ impl LoginIdClient {
         json_body(&reply, None)
     }
 
-    /// One HTTP exchange, bounded by the request timeout and by `deadline`.
+    /// One HTTP exchange, from sending the request to the body's last byte, bounded by the
+    /// request timeout and by `deadline` (the only timer on it besides `connect_timeout`).
     async fn exchange<B: Serialize>(
         &self,
         method: Method,
@@ -302,6 +298,27 @@ impl LoginIdClient {
         let mut value = HeaderValue::from_str(&text).map_err(|_| TokenError::Malformed)?;
         value.set_sensitive(true);
         Ok(Some(value))
+    }
+}
+
+/// How long to wait before retrying `reg/complete` after `error` on retry number `retry`, or
+/// `None` when the error is final.
+///
+/// A `Retry-After` longer than the back-off replaces it; a shorter one (`0`, or an HTTP-date
+/// already past) does not, so that a server answering `Retry-After: 0` cannot drive the
+/// client into a hot loop. One longer than `max_retry_after` ends the retries.
+fn complete_retry_wait(error: &Error, policy: &RetryPolicy, retry: u32) -> Option<Duration> {
+    let backoff = policy.backoff(retry);
+    match error {
+        Error::Connect(_) | Error::Transport(_) | Error::Timeout => Some(backoff),
+        Error::Api(api) if api.status == 429 || (500..=599).contains(&api.status) => {
+            match api.retry_after {
+                Some(after) if after > policy.max_retry_after => None,
+                Some(after) => Some(after.max(backoff)),
+                None => Some(backoff),
+            }
+        }
+        _ => None,
     }
 }
 
@@ -369,22 +386,55 @@ async fn read_reply(mut response: reqwest::Response, limit: usize) -> Result<Rep
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Error::ResponseTooLarge { limit });
     }
-    // Reserve up front so that the buffer (which may hold a token) is not reallocated, leaving
-    // unzeroized copies behind, for bodies up to that size.
-    let reserve = declared.map_or(8 << 10, |l| usize::try_from(l).unwrap_or(limit));
-    let mut body = Zeroizing::new(Vec::with_capacity(reserve.min(limit)));
+    let mut body = BodyBuffer::new(limit);
     while let Some(chunk) = response.chunk().await.map_err(classify)? {
-        if chunk.len() > limit.saturating_sub(body.len()) {
-            return Err(Error::ResponseTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
+        body.push(chunk)?;
     }
     Ok(Reply {
         status,
         content_type,
         retry_after,
-        body,
+        body: body.finish(),
     })
+}
+
+/// Collects a response body (which may hold a token) so that the client leaves no copy of it
+/// behind: the chunks are kept as received, and copied once into a zeroizing buffer allocated
+/// at the final size, which therefore never reallocates. (The chunks are the HTTP stack's
+/// own buffers; those the client cannot wipe.)
+struct BodyBuffer<C> {
+    limit: usize,
+    chunks: Vec<C>,
+    len: usize,
+}
+
+impl<C: AsRef<[u8]>> BodyBuffer<C> {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Adds a chunk, refusing it if the body would pass the limit.
+    fn push(&mut self, chunk: C) -> Result<(), Error> {
+        let size = chunk.as_ref().len();
+        if size > self.limit.saturating_sub(self.len) {
+            return Err(Error::ResponseTooLarge { limit: self.limit });
+        }
+        self.len += size;
+        self.chunks.push(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Zeroizing<Vec<u8>> {
+        let mut body = Zeroizing::new(Vec::with_capacity(self.len));
+        for chunk in &self.chunks {
+            body.extend_from_slice(chunk.as_ref());
+        }
+        body
+    }
 }
 
 /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -458,15 +508,23 @@ fn sanitize(text: &str, secret: Option<&Token>) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_MESSAGE_CHARS)
         .collect();
-    if let Some(secret) = secret.filter(|s| s.len() >= 8) {
+    if let Some(secret) = secret.filter(|s| s.len() >= SECRET_PREFIX_BYTES) {
         text = text.replace(secret.expose(), "<redacted>");
         // A message cut inside the token would still carry a prefix of it.
-        if let Some(start) = text.find(&secret.expose()[..8]) {
+        if let Some(start) = text.find(secret_prefix(secret.expose())) {
             text.truncate(start);
             text.push_str("<redacted>");
         }
     }
     text
+}
+
+/// The secret's first [`SECRET_PREFIX_BYTES`] bytes, extended to the next character boundary:
+/// a token is server data and may hold a multi-byte character at any offset.
+fn secret_prefix(secret: &str) -> &str {
+    (SECRET_PREFIX_BYTES..=secret.len())
+        .find_map(|end| secret.get(..end))
+        .unwrap_or(secret)
 }
 
 #[cfg(test)]
@@ -487,6 +545,48 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn api(status: u16, retry_after: Option<Duration>) -> Error {
+        Error::Api(ApiError {
+            status,
+            code: ApiErrorCode::Missing,
+            message: None,
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn retry_after_never_shortens_the_backoff() {
+        let policy = RetryPolicy::default();
+        let wait = |error: &Error, retry| complete_retry_wait(error, &policy, retry);
+        // `Retry-After: 0` and a past HTTP-date both parse to zero.
+        for status in [429, 503] {
+            assert_eq!(
+                wait(&api(status, Some(Duration::ZERO)), 0),
+                Some(Duration::from_millis(250))
+            );
+            assert_eq!(
+                wait(&api(status, Some(Duration::ZERO)), 3),
+                Some(Duration::from_secs(2))
+            );
+            assert_eq!(
+                wait(&api(status, Some(Duration::from_millis(100))), 1),
+                Some(Duration::from_millis(500))
+            );
+        }
+        // A longer one is waited out in full ...
+        assert_eq!(
+            wait(&api(429, Some(Duration::from_secs(7))), 0),
+            Some(Duration::from_secs(7))
+        );
+        // ... up to the ceiling, beyond which the retries end.
+        assert_eq!(wait(&api(429, Some(Duration::from_secs(61))), 0), None);
+        assert_eq!(wait(&api(500, None), 2), Some(Duration::from_secs(1)));
+        assert_eq!(wait(&Error::Timeout, 0), Some(Duration::from_millis(250)));
+        assert_eq!(wait(&api(400, Some(Duration::ZERO)), 0), None);
+        assert_eq!(wait(&api(403, None), 0), None);
+        assert_eq!(wait(&Error::Redirect, 0), None);
     }
 
     #[test]
@@ -510,6 +610,50 @@ mod tests {
             format!("{}<redacted>", "x".repeat(190))
         );
         assert_eq!(sanitize(&"y".repeat(500), None).len(), MAX_MESSAGE_CHARS);
+    }
+
+    #[test]
+    fn sanitize_survives_a_multi_byte_character_at_the_prefix_end() {
+        // 'é' takes bytes 7 and 8: byte 8 is not a character boundary.
+        let session = Token::new("abcdefg\u{e9}hijklmnop");
+        assert_eq!(secret_prefix(session.expose()), "abcdefg\u{e9}");
+        let echoed = format!("unknown session {}", session.expose());
+        assert_eq!(
+            sanitize(&echoed, Some(&session)),
+            "unknown session <redacted>"
+        );
+        // Cut inside the token, after the multi-byte character.
+        let cut = format!("session {}", &session.expose()[..12]);
+        assert_eq!(sanitize(&cut, Some(&session)), "session <redacted>");
+        // Multi-byte characters everywhere, including the very first bytes.
+        let wide = Token::new("\u{1f511}\u{1f511}\u{1f511}");
+        assert_eq!(secret_prefix(wide.expose()), "\u{1f511}\u{1f511}");
+        assert_eq!(
+            sanitize(&format!("x {}", wide.expose()), Some(&wide)),
+            "x <redacted>"
+        );
+    }
+
+    #[test]
+    fn body_buffer_copies_once_at_the_final_size() {
+        let mut buffer = BodyBuffer::new(16);
+        for chunk in [&b"{\"tok"[..], b"en\":", b"\"t\"}"] {
+            buffer.push(chunk).unwrap();
+        }
+        let body = buffer.finish();
+        assert_eq!(body.as_slice(), b"{\"token\":\"t\"}".as_slice());
+        assert_eq!((body.len(), body.capacity()), (13, 13));
+        // Exactly at the limit is fine; one byte more is not.
+        let mut buffer = BodyBuffer::new(4);
+        buffer.push(&b"ab"[..]).unwrap();
+        buffer.push(&b"cd"[..]).unwrap();
+        assert!(matches!(
+            buffer.push(&b"e"[..]),
+            Err(Error::ResponseTooLarge { limit: 4 })
+        ));
+        assert_eq!(buffer.finish().as_slice(), b"abcd");
+        let empty = BodyBuffer::<&[u8]>::new(4).finish();
+        assert_eq!((empty.len(), empty.capacity()), (0, 0));
     }
 
     fn reply(status: u16, content_type: Option<&str>, body: &str) -> Reply {

@@ -83,6 +83,9 @@ pub struct LoginIdConfig {
     pub jwks_min_refresh_interval: Duration,
     /// Age after which cached JWKS keys are downloaded again.
     pub jwks_max_age: Duration,
+    /// How long past `jwks_max_age` cached keys keep verifying while the JWKS cannot be
+    /// downloaded (LoginID unreachable or failing).
+    pub jwks_stale_grace: Duration,
     /// Clock skew tolerated when checking `exp` and `nbf`.
     pub token_leeway: Duration,
 }
@@ -103,6 +106,7 @@ impl LoginIdConfig {
             extra_root_certificates: Vec::new(),
             jwks_min_refresh_interval: Duration::from_secs(10),
             jwks_max_age: Duration::from_secs(3600),
+            jwks_stale_grace: Duration::from_secs(3600),
             token_leeway: Duration::from_secs(30),
         }
     }

@@ -91,6 +91,10 @@ pub enum TokenError {
     /// No JWKS key has the token's `kid`, even after refreshing the key set.
     #[error("no JWKS key with the token's kid")]
     UnknownKeyId,
+    /// The token's `kid` is not among the cached keys and the JWKS could not be downloaded:
+    /// the last download failed less than `jwks_min_refresh_interval` ago.
+    #[error("JWKS unavailable: the last download failed")]
+    JwksUnavailable,
     /// The JWKS key for the `kid` is not a usable P-256 key.
     #[error("JWKS key is not a P-256 signing key")]
     BadKey,

@@ -5,6 +5,7 @@
 //! `alg` confusion (`none`, HMAC with a public key) is possible.
 
 use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -12,10 +13,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::client::LoginIdClient;
+use super::config::LoginIdConfig;
 use super::dto::{Jwk, JwkSet};
 use super::error::{Error, TokenError};
 use super::secret::Token;
@@ -145,29 +146,15 @@ pub fn verifying_key(jwk: &Jwk) -> Result<VerifyingKey, TokenError> {
 }
 
 /// What a token must satisfy besides its signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expectations<'a> {
+struct Expectations<'a> {
     /// Required `iss`.
-    pub issuer: &'a str,
+    issuer: &'a str,
     /// Required member of `aud`.
-    pub audience: &'a str,
+    audience: &'a str,
     /// Required `username`, if any.
-    pub username: Option<&'a str>,
+    username: Option<&'a str>,
     /// Clock skew tolerated on `exp` and `nbf`.
-    pub leeway: Duration,
-}
-
-/// Verifies `token` with `key` and checks its claims at time `now`. The key must be the one the
-/// token's `kid` names; [`TokenVerifier`] does that lookup.
-pub fn verify_with_key(
-    token: &str,
-    key: &VerifyingKey,
-    expect: &Expectations<'_>,
-    now: SystemTime,
-) -> Result<LoginIdClaims, TokenError> {
-    let parsed = parse(token)?;
-    check_header(&parsed.header)?;
-    verify_parsed(&parsed, key, expect, now)
+    leeway: Duration,
 }
 
 fn check_header(header: &Header) -> Result<&str, TokenError> {
@@ -219,11 +206,19 @@ fn verify_parsed(
 #[derive(Default)]
 struct JwksCache {
     keys: HashMap<String, VerifyingKey>,
+    /// When `keys` were downloaded.
     fetched_at: Option<Instant>,
+    /// When the last download was tried, whether it succeeded or not.
+    attempted_at: Option<Instant>,
+    /// Whether that last download failed.
+    last_failed: bool,
+    /// Downloads tried so far: tells a verification that waited for another one's download
+    /// that it need not download again.
+    attempts: u64,
 }
 
 impl JwksCache {
-    fn replace(&mut self, set: &JwkSet) {
+    fn replace(&mut self, set: &JwkSet, now: Instant) {
         // Keys that are not P-256 signing keys, or have no kid, cannot verify a LoginID token;
         // they are skipped rather than failing the whole set.
         self.keys = set
@@ -231,16 +226,69 @@ impl JwksCache {
             .iter()
             .filter_map(|jwk| Some((jwk.kid.clone()?, verifying_key(jwk).ok()?)))
             .collect();
-        self.fetched_at = Some(Instant::now());
+        self.fetched_at = Some(now);
+    }
+
+    /// The key for `kid` if the set is younger than `max_age`.
+    fn fresh(&self, kid: &str, config: &LoginIdConfig, now: Instant) -> Option<VerifyingKey> {
+        self.younger_than(config.jwks_max_age, now)
+            .then(|| self.keys.get(kid).copied())
+            .flatten()
+    }
+
+    /// The key for `kid` while no download can replace the set: up to `jwks_stale_grace`
+    /// past `max_age`.
+    fn usable(&self, kid: &str, config: &LoginIdConfig, now: Instant) -> Option<VerifyingKey> {
+        let limit = config.jwks_max_age.saturating_add(config.jwks_stale_grace);
+        self.younger_than(limit, now)
+            .then(|| self.keys.get(kid).copied())
+            .flatten()
+    }
+
+    fn younger_than(&self, age: Duration, now: Instant) -> bool {
+        self.fetched_at
+            .is_some_and(|at| now.saturating_duration_since(at) < age)
+    }
+
+    /// Whether a download was tried less than `jwks_min_refresh_interval` ago.
+    fn rate_limited(&self, config: &LoginIdConfig, now: Instant) -> bool {
+        self.attempted_at
+            .is_some_and(|at| now.saturating_duration_since(at) < config.jwks_min_refresh_interval)
+    }
+
+    /// The answer when no download is to be made now.
+    fn without_download(
+        &self,
+        kid: &str,
+        config: &LoginIdConfig,
+        now: Instant,
+    ) -> Result<VerifyingKey, Error> {
+        if let Some(key) = self.usable(kid, config, now) {
+            return Ok(key);
+        }
+        Err(Error::Token(if self.last_failed {
+            TokenError::JwksUnavailable
+        } else {
+            TokenError::UnknownKeyId
+        }))
     }
 }
 
 /// Verifies LoginID tokens locally: ES256 against the application's JWKS, which is cached and
-/// downloaded again when a token names an unknown `kid` (at most once per
-/// `jwks_min_refresh_interval`) or when it is older than `jwks_max_age`.
+/// downloaded again when a token names an unknown `kid` or when the set is older than
+/// `jwks_max_age`.
+///
+/// Downloads, failed ones included, are at most one per `jwks_min_refresh_interval`, and one
+/// at a time: concurrent verifications that need the set wait for the download under way
+/// instead of starting their own, while verifications that the cached keys answer never wait
+/// for a download. When a download fails, keys already known keep verifying for
+/// `jwks_stale_grace` past `jwks_max_age`.
 pub struct TokenVerifier {
     client: LoginIdClient,
-    cache: Mutex<JwksCache>,
+    /// Never held across an await.
+    cache: RwLock<JwksCache>,
+    /// Held across a download, so that only one runs at a time.
+    download: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -254,7 +302,8 @@ impl TokenVerifier {
     pub fn new(client: LoginIdClient) -> Self {
         Self {
             client,
-            cache: Mutex::new(JwksCache::default()),
+            cache: RwLock::new(JwksCache::default()),
+            download: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -279,25 +328,57 @@ impl TokenVerifier {
         Ok(verify_parsed(&parsed, &key, &expect, SystemTime::now())?)
     }
 
+    fn read(&self) -> RwLockReadGuard<'_, JwksCache> {
+        // The cache is consistent after every write (plain assignments), so a poisoned lock
+        // still holds usable data.
+        self.cache.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, JwksCache> {
+        self.cache.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn key_for(&self, kid: &str) -> Result<VerifyingKey, Error> {
         let config = self.client.config();
-        // Held across the download so that concurrent verifications share one fetch.
-        let mut cache = self.cache.lock().await;
-        let age = cache.fetched_at.map(|at| at.elapsed());
-        let stale = age.is_none_or(|age| age >= config.jwks_max_age);
-        if !stale && let Some(key) = cache.keys.get(kid) {
-            return Ok(*key);
+        let seen = {
+            let cache = self.read();
+            if let Some(key) = cache.fresh(kid, config, Instant::now()) {
+                return Ok(key);
+            }
+            cache.attempts
+        };
+        let _download = self.download.lock().await;
+        {
+            let cache = self.read();
+            let now = Instant::now();
+            // Another verification downloaded while this one waited: its result stands.
+            if cache.attempts != seen || cache.rate_limited(config, now) {
+                return cache.without_download(kid, config, now);
+            }
         }
-        let may_refresh = age.is_none_or(|age| age >= config.jwks_min_refresh_interval);
-        if stale || may_refresh {
-            let set = self.client.jwks().await?;
-            cache.replace(&set);
+        let result = self.client.jwks().await;
+        let now = Instant::now();
+        let mut cache = self.write();
+        cache.attempts = cache.attempts.wrapping_add(1);
+        cache.attempted_at = Some(now);
+        cache.last_failed = result.is_err();
+        match result {
+            Ok(set) => {
+                cache.replace(&set, now);
+                cache
+                    .keys
+                    .get(kid)
+                    .copied()
+                    .ok_or(Error::Token(TokenError::UnknownKeyId))
+            }
+            Err(error) => match cache.usable(kid, config, now) {
+                Some(key) => {
+                    tracing::warn!(%error, "JWKS download failed; using the cached keys");
+                    Ok(key)
+                }
+                None => Err(error),
+            },
         }
-        cache
-            .keys
-            .get(kid)
-            .copied()
-            .ok_or(Error::Token(TokenError::UnknownKeyId))
     }
 }
 
@@ -355,8 +436,11 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(NOW)
     }
 
+    /// What [`TokenVerifier::verify`] does once it has the key, at a fixed time.
     fn verify(token: &str) -> Result<LoginIdClaims, TokenError> {
-        verify_with_key(token, signing_key().verifying_key(), &expect(), now())
+        let parsed = parse(token)?;
+        check_header(&parsed.header)?;
+        verify_parsed(&parsed, signing_key().verifying_key(), &expect(), now())
     }
 
     #[test]

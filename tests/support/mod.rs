@@ -116,16 +116,42 @@ impl Rig {
         self.client.grant(&self.api_key, &request).await.unwrap()
     }
 
-    pub(crate) fn log_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+    /// The request log's lines, once the emulator has written every request answered so
+    /// far.
+    pub(crate) async fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .await
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
     }
 
-    pub(crate) fn log_text(&self) -> String {
+    /// The request log's text, once the emulator has written every request answered so far.
+    /// (A small file: read in place.)
+    pub(crate) async fn log_text(&self) -> String {
+        self.emulator.flush_log().await;
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls the request log until `done` accepts its lines: for lines of requests that
+    /// never got an answer, which the emulator writes once it notices the closed
+    /// connection.
+    pub(crate) async fn wait_for_log(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let started = Instant::now();
+        loop {
+            let lines = self.log_lines().await;
+            if done(&lines) {
+                return lines;
+            }
+            assert!(
+                started.elapsed() < GENEROUS,
+                "log never got there: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

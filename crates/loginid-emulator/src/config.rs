@@ -78,7 +78,9 @@ choices!(Attestation, "none, indirect, direct",
     "none" => Self::None, "indirect" => Self::Indirect, "direct" => Self::Direct);
 
 /// Everything the emulator needs to know about the application it plays.
-#[derive(Debug, Clone)]
+///
+/// `Debug` leaves the API key out.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct EmulatorConfig {
     /// Application id (token `aud`).
@@ -112,11 +114,65 @@ pub struct EmulatorConfig {
     pub faults: FaultPlan,
     /// Append the JSON-lines request log to this file.
     pub request_log: Option<PathBuf>,
+    /// Most registration sessions open at once; `reg/init` answers 429 beyond it.
+    pub max_sessions: usize,
+    /// Most connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and that an idle kept-alive
+    /// connection stays open.
+    pub header_read_timeout: Duration,
+}
+
+impl std::fmt::Debug for EmulatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            app_id,
+            origins,
+            rp_id,
+            rp_name,
+            api_key: _,
+            protected,
+            user_verification,
+            resident_key,
+            attestation,
+            timeout,
+            grant_ttl,
+            access_token_ttl,
+            padded_base64,
+            faults,
+            request_log,
+            max_sessions,
+            max_connections,
+            header_read_timeout,
+        } = self;
+        f.debug_struct("EmulatorConfig")
+            .field("app_id", app_id)
+            .field("origins", origins)
+            .field("rp_id", rp_id)
+            .field("rp_name", rp_name)
+            .field("api_key", &"<redacted>")
+            .field("protected", protected)
+            .field("user_verification", user_verification)
+            .field("resident_key", resident_key)
+            .field("attestation", attestation)
+            .field("timeout", timeout)
+            .field("grant_ttl", grant_ttl)
+            .field("access_token_ttl", access_token_ttl)
+            .field("padded_base64", padded_base64)
+            .field("faults", faults)
+            .field("request_log", request_log)
+            .field("max_sessions", max_sessions)
+            .field("max_connections", max_connections)
+            .field("header_read_timeout", header_read_timeout)
+            .finish()
+    }
 }
 
 impl EmulatorConfig {
     /// A configuration with defaults: unprotected, UV required, resident key required,
-    /// `direct` attestation, 5 min ceremonies, 60 s grants, 600 s LoginID tokens.
+    /// `direct` attestation, 5 min ceremonies, 60 s grants, 600 s LoginID tokens, 1024 open
+    /// sessions, 256 connections, 10 s to send headers.
     pub fn new(
         app_id: impl Into<String>,
         origin: Url,
@@ -140,6 +196,9 @@ impl EmulatorConfig {
             padded_base64: false,
             faults: FaultPlan::default(),
             request_log: None,
+            max_sessions: 1024,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -147,6 +206,20 @@ impl EmulatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_leaves_the_api_key_out() {
+        let config = EmulatorConfig::new(
+            "app",
+            Url::parse("https://example.com").unwrap(),
+            "example.com",
+            "very-secret-api-key",
+        );
+        let text = format!("{config:?}");
+        assert!(!text.contains("very-secret"), "{text}");
+        assert!(text.contains(r#"api_key: "<redacted>""#), "{text}");
+        assert!(text.contains(r#"app_id: "app""#), "{text}");
+    }
 
     #[test]
     fn choices_parse_from_their_webauthn_names() {

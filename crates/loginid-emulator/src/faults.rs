@@ -29,16 +29,32 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Self; 5] = [
+        Self::Grant,
+        Self::TokenVerify,
+        Self::Jwks,
+        Self::RegInit,
+        Self::RegComplete,
+    ];
+
+    /// The path the endpoint is served at: the one table that both the router and fault
+    /// injection read.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::Grant => "/fido2/v2/mgmt/grant",
+            Self::TokenVerify => "/fido2/v2/mgmt/token/verify",
+            Self::Jwks => "/fido2/v2/.well-known/jwks.json",
+            Self::RegInit => "/fido2/v2/reg/init",
+            Self::RegComplete => "/fido2/v2/reg/complete",
+        }
+    }
+
     /// The endpoint served at `path`, if any.
     pub fn from_path(path: &str) -> Option<Self> {
-        match path {
-            "/fido2/v2/mgmt/grant" => Some(Self::Grant),
-            "/fido2/v2/mgmt/token/verify" => Some(Self::TokenVerify),
-            "/fido2/v2/.well-known/jwks.json" => Some(Self::Jwks),
-            "/fido2/v2/reg/init" => Some(Self::RegInit),
-            "/fido2/v2/reg/complete" => Some(Self::RegComplete),
-            _ => None,
-        }
+        Self::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.path() == path)
     }
 }
 
@@ -121,25 +137,34 @@ pub struct FaultPlan(pub BTreeMap<Endpoint, Vec<Fault>>);
 
 impl FaultPlan {
     /// The fault for the next request to `endpoint`, consuming one use of it.
+    ///
+    /// Faults with `times: 0` are spent before they apply: they are dropped, all at once, so
+    /// that a plan holding many of them (an admin body may) costs one pass over the queue.
     pub fn take(&mut self, endpoint: Endpoint) -> Option<Fault> {
         let queue = self.0.get_mut(&endpoint)?;
-        let first = queue.first_mut()?;
-        let fault = first.clone();
-        match &mut first.times {
-            None => {}
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                queue.remove(0);
+        let spent = queue
+            .iter()
+            .take_while(|fault| fault.times == Some(0))
+            .count();
+        queue.drain(..spent);
+        let fault = match queue.first_mut() {
+            None => None,
+            Some(first) => {
+                let fault = first.clone();
+                match &mut first.times {
+                    None => {}
+                    Some(n) if *n > 1 => *n -= 1,
+                    Some(_) => {
+                        queue.remove(0);
+                    }
+                }
+                Some(fault)
             }
-        }
+        };
         if queue.is_empty() {
             self.0.remove(&endpoint);
         }
-        // A fault with `times: 0` is spent before it applies.
-        if fault.times == Some(0) {
-            return self.take(endpoint);
-        }
-        Some(fault)
+        fault
     }
 }
 
@@ -174,6 +199,54 @@ mod tests {
     }
 
     #[test]
+    fn spent_faults_are_skipped_without_recursion() {
+        // As many `times: 0` faults as a 256 KiB admin body can hold, and then some: one
+        // stack frame per fault would overflow the stack.
+        let mut queue = vec![
+            Fault {
+                times: Some(0),
+                ..Fault::default()
+            };
+            500_000
+        ];
+        queue.push(Fault {
+            status: Some(503),
+            times: Some(1),
+            ..Fault::default()
+        });
+        queue.extend(std::iter::repeat_n(
+            Fault {
+                times: Some(0),
+                ..Fault::default()
+            },
+            3,
+        ));
+        let mut plan = FaultPlan([(Endpoint::RegInit, queue)].into());
+        assert_eq!(
+            plan.take(Endpoint::RegInit).map(|f| f.status),
+            Some(Some(503))
+        );
+        // The trailing spent faults go with the next take, which finds nothing to apply.
+        assert_eq!(plan.take(Endpoint::RegInit), None);
+        assert!(plan.0.is_empty());
+        let mut only_spent = FaultPlan(
+            [(
+                Endpoint::Jwks,
+                vec![
+                    Fault {
+                        times: Some(0),
+                        ..Fault::default()
+                    };
+                    3
+                ],
+            )]
+            .into(),
+        );
+        assert_eq!(only_spent.take(Endpoint::Jwks), None);
+        assert!(only_spent.0.is_empty());
+    }
+
+    #[test]
     fn unknown_members_are_refused() {
         assert!(serde_json::from_str::<FaultPlan>(r#"{"grant":[{"stauts":500}]}"#).is_err());
         assert!(serde_json::from_str::<FaultPlan>(r#"{"nope":[]}"#).is_err());
@@ -186,5 +259,10 @@ mod tests {
             Some(Endpoint::RegInit)
         );
         assert_eq!(Endpoint::from_path("/fido2/v2/reg/init/"), None);
+        assert_eq!(Endpoint::from_path("/admin/faults"), None);
+        for endpoint in Endpoint::ALL {
+            assert_eq!(Endpoint::from_path(endpoint.path()), Some(endpoint));
+        }
+        assert_eq!(Endpoint::Jwks.path(), "/fido2/v2/.well-known/jwks.json");
     }
 }

@@ -65,6 +65,11 @@ impl Emulator {
         *server::lock(&self.running.state.faults) = plan;
     }
 
+    /// The fault plan as it stands: the faults not yet used up.
+    pub fn faults(&self) -> FaultPlan {
+        server::lock(&self.running.state.faults).clone()
+    }
+
     /// Adds `fault` at the end of `endpoint`'s queue.
     pub fn push_fault(&self, endpoint: Endpoint, fault: Fault) {
         server::lock(&self.running.state.faults)
@@ -107,6 +112,13 @@ impl Emulator {
             .stats
             .oversize_bytes_sent
             .load(Ordering::Relaxed)
+    }
+
+    /// Returns once every request answered so far (and every dropped connection noticed so
+    /// far) is in the request log file. Lines are written by a task of their own; this is the
+    /// way to read the file without racing it.
+    pub async fn flush_log(&self) {
+        self.running.state.log.flush().await;
     }
 
     /// Stops accepting connections and closes the open ones (dropping it does the same).

@@ -1,30 +1,33 @@
 //! The HTTP server: accept loop, routes, fault injection and request log.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use futures_util::StreamExt as _;
-use hyper_util::rt::TokioIo;
+use hmac::digest::{KeyInit, Output};
+use hmac::{Hmac, Mac as _};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::RngCore as _;
 use rand::rngs::OsRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tower::ServiceExt as _;
 use url::Url;
 use uuid::Uuid;
@@ -41,7 +44,7 @@ use crate::jws::KeyRing;
 /// Scope that authorizes `reg/init` (reference §2); `passkey:write` on June-2024 servers.
 const REG_WRITE: &str = "reg:write";
 const PASSKEY_WRITE: &str = "passkey:write";
-/// Largest request body read.
+/// Largest request body read (`DefaultBodyLimit`).
 const MAX_REQUEST_BYTES: usize = 256 << 10;
 /// Largest real response body that a truncation fault buffers.
 const MAX_BUFFERED_RESPONSE: usize = 1 << 20;
@@ -53,12 +56,15 @@ pub enum StartError {
     /// The emulator only listens on loopback addresses.
     #[error("refusing to listen on {0}: only loopback addresses are allowed")]
     NotLoopback(SocketAddr),
-    /// Binding or reading the log file failed.
+    /// Binding or opening the log file failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// The ceremony timeout does not fit WebAuthn's 32-bit millisecond count.
     #[error("timeout of {0:?} is longer than 2^32 - 1 ms")]
     TimeoutTooLong(Duration),
+    /// A connection, session or time limit is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroLimit(&'static str),
     /// An allowed origin or the base URL is not a URL.
     #[error("bad URL: {0}")]
     Url(#[from] url::ParseError),
@@ -68,6 +74,99 @@ pub enum StartError {
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) oversize_bytes_sent: AtomicU64,
+}
+
+/// Lines the request log's writer may fall behind by; past it, requests wait for it (and
+/// lines of dropped connections are lost, and counted).
+const LOG_QUEUE: usize = 1024;
+
+enum LogMessage {
+    Line(String),
+    /// Answered once every line queued before it is written and flushed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The request log: lines go to a writer task, so that no request handler or drop ever
+/// writes to the file on a runtime thread.
+pub(crate) struct RequestLog {
+    /// `None` without a log file.
+    queue: Option<mpsc::Sender<LogMessage>>,
+    /// Lines lost because the queue was full when a connection dropped.
+    dropped: AtomicU64,
+}
+
+impl RequestLog {
+    async fn open(path: Option<&Path>) -> Result<Self, StartError> {
+        let queue = match path {
+            Some(path) => {
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await?;
+                let (queue, lines) = mpsc::channel(LOG_QUEUE);
+                tokio::spawn(write_log(file, lines));
+                Some(queue)
+            }
+            None => None,
+        };
+        Ok(Self {
+            queue,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `line`, waiting while the writer is behind.
+    async fn send(&self, line: String) {
+        if let Some(queue) = &self.queue {
+            // The writer only stops when the emulator does.
+            let _ = queue.send(LogMessage::Line(line)).await;
+        }
+    }
+
+    /// Queues `line` without waiting (from a drop, which cannot wait), or counts it as lost.
+    fn try_send(&self, line: String) {
+        if let Some(queue) = &self.queue
+            && queue.try_send(LogMessage::Line(line)).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Returns once every line queued so far is in the file.
+    pub(crate) async fn flush(&self) {
+        if let Some(queue) = &self.queue {
+            let (done, written) = oneshot::channel();
+            if queue.send(LogMessage::Flush(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The log's writer task: appends lines until the emulator stops, flushing whenever it has
+/// caught up, so that a reader of the file sees every line of an answered request soon.
+async fn write_log(mut file: tokio::fs::File, mut lines: mpsc::Receiver<LogMessage>) {
+    while let Some(message) = lines.recv().await {
+        // A failing log write must not fail the requests it describes, nor stop the log.
+        match message {
+            LogMessage::Line(line) => {
+                let _ = file.write_all(line.as_bytes()).await;
+                if lines.is_empty() {
+                    let _ = file.flush().await;
+                }
+            }
+            LogMessage::Flush(done) => {
+                let _ = file.flush().await;
+                let _ = done.send(());
+            }
+        }
+    }
+    let _ = file.flush().await;
 }
 
 struct UserRecord {
@@ -92,6 +191,67 @@ struct Store {
     credential_ids: HashSet<Vec<u8>>,
 }
 
+type HmacSha256 = Hmac<Sha256>;
+
+/// MACs under keys drawn at start and never shown: log fingerprints cannot be checked
+/// against a guessed token or key, nor matched across runs, and the API key is compared
+/// through its MAC, in constant time and without revealing its length.
+struct Macs {
+    /// Keyed for request-log fingerprints.
+    log: HmacSha256,
+    /// Keyed for API key comparison.
+    api_key: HmacSha256,
+    /// MAC of the configured API key under `api_key`'s key.
+    api_key_tag: Output<HmacSha256>,
+}
+
+impl Macs {
+    fn new(api_key: &str) -> Self {
+        let keyed = || {
+            // A key of HMAC-SHA-256's block size: the infallible constructor takes exactly it.
+            let mut key = [0_u8; 64];
+            OsRng.fill_bytes(&mut key);
+            <HmacSha256 as KeyInit>::new(&key.into())
+        };
+        let api_key_mac = keyed();
+        let api_key_tag = api_key_mac
+            .clone()
+            .chain_update(api_key.as_bytes())
+            .finalize()
+            .into_bytes();
+        Self {
+            log: keyed(),
+            api_key: api_key_mac,
+            api_key_tag,
+        }
+    }
+
+    fn api_key_matches(&self, presented: &str) -> bool {
+        self.api_key
+            .clone()
+            .chain_update(presented.as_bytes())
+            .verify(&self.api_key_tag)
+            .is_ok()
+    }
+
+    /// A fingerprint of a credential header: its scheme and 48 bits of its HMAC, so that log
+    /// lines of one run can be correlated without ever containing a token or a key.
+    fn fingerprint(&self, value: &str) -> Value {
+        let scheme = match value.split_once(' ') {
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => "basic",
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => "bearer",
+            _ => "raw",
+        };
+        let tag = self
+            .log
+            .clone()
+            .chain_update(value.as_bytes())
+            .finalize()
+            .into_bytes();
+        json!({"scheme": scheme, "hmac": hex(tag.get(..6).unwrap_or_default())})
+    }
+}
+
 pub(crate) struct AppState {
     pub(crate) config: EmulatorConfig,
     pub(crate) base_url: Url,
@@ -100,7 +260,8 @@ pub(crate) struct AppState {
     pub(crate) stats: Stats,
     store: Mutex<Store>,
     webauthn: WebauthnCore,
-    log: Mutex<Option<std::fs::File>>,
+    macs: Macs,
+    pub(crate) log: RequestLog,
 }
 
 /// Locks a mutex, recovering the data if a handler panicked while holding it (the emulator
@@ -124,7 +285,7 @@ fn secs(duration: Duration) -> i64 {
 }
 
 impl AppState {
-    pub(crate) fn new(config: EmulatorConfig, base_url: Url) -> Result<Self, StartError> {
+    pub(crate) fn new(config: EmulatorConfig, base_url: Url, log: RequestLog) -> Self {
         let webauthn = WebauthnCore::new_unsafe_experts_only(
             &config.rp_name,
             &config.rp_id,
@@ -133,25 +294,17 @@ impl AppState {
             None,
             None,
         );
-        let log = match &config.request_log {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-            None => None,
-        };
-        Ok(Self {
+        Self {
             faults: Mutex::new(config.faults.clone()),
+            macs: Macs::new(&config.api_key),
             config,
             base_url,
             keys: RwLock::new(KeyRing::new()),
             stats: Stats::default(),
             store: Mutex::new(Store::default()),
             webauthn,
-            log: Mutex::new(log),
-        })
+            log,
+        }
     }
 
     fn issuer(&self) -> String {
@@ -210,13 +363,6 @@ impl AppState {
         }
         Ok(claims)
     }
-
-    fn write_log(&self, line: &Value) {
-        if let Some(file) = lock(&self.log).as_mut() {
-            // A failing log write must not fail the request it describes.
-            let _ = writeln!(file, "{line}");
-        }
-    }
 }
 
 /// The running emulator's plumbing.
@@ -234,6 +380,15 @@ pub(crate) async fn start(
     if !listen.ip().is_loopback() {
         return Err(StartError::NotLoopback(listen));
     }
+    for (name, zero) in [
+        ("max_connections", config.max_connections == 0),
+        ("max_sessions", config.max_sessions == 0),
+        ("header_read_timeout", config.header_read_timeout.is_zero()),
+    ] {
+        if zero {
+            return Err(StartError::ZeroLimit(name));
+        }
+    }
     // webauthn-rs-core panics on a timeout that does not fit a u32 of milliseconds.
     if u32::try_from(config.timeout.as_millis()).is_err() {
         return Err(StartError::TimeoutTooLong(config.timeout));
@@ -241,10 +396,15 @@ pub(crate) async fn start(
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let base_url = Url::parse(&format!("http://{addr}"))?;
-    let state = Arc::new(AppState::new(config, base_url)?);
+    let log = RequestLog::open(config.request_log.as_deref()).await?;
+    let state = Arc::new(AppState::new(config, base_url, log));
     let router = router(Arc::clone(&state));
     let (shutdown, watcher) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, router, watcher));
+    let limits = ConnectionLimits {
+        max_connections: state.config.max_connections,
+        header_read_timeout: state.config.header_read_timeout,
+    };
+    let task = tokio::spawn(accept_loop(listener, router, limits, watcher));
     Ok(Running {
         addr,
         state,
@@ -257,23 +417,55 @@ pub(crate) async fn start(
 #[derive(Clone)]
 struct ConnectionKiller(Arc<Notify>);
 
-async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // A slot first: past the cap, connections wait in the listen backlog instead of
+        // each costing a task.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         tokio::select! {
-            accepted = listener.accept() => {
-                // Accept errors (e.g. out of descriptors) are transient; keep serving.
-                if let Ok((stream, _peer)) = accepted {
-                    tokio::spawn(connection(stream, router.clone(), shutdown.clone()));
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    tokio::spawn(connection(
+                        stream,
+                        router.clone(),
+                        limits.header_read_timeout,
+                        slot,
+                        shutdown.clone(),
+                    ));
                 }
-            }
+                // Accept errors (e.g. out of descriptors) are transient; keep serving, after
+                // a pause so that a persistent one does not spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
             _ = shutdown.changed() => return,
         }
     }
 }
 
+/// Bounds on what connections may hold.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_read_timeout: Duration,
+}
+
 async fn connection(
     stream: tokio::net::TcpStream,
     router: Router,
+    header_read_timeout: Duration,
+    _slot: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let kill = Arc::new(Notify::new());
@@ -283,8 +475,12 @@ async fn connection(
             request.extensions_mut().insert(killer.clone());
             router.clone().oneshot(request.map(Body::new))
         });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    // The header timeout also runs while a kept-alive connection waits for its next request,
+    // so idle connections give their slot back too.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = conn => {}
         () = kill.notified() => {}
@@ -292,13 +488,24 @@ async fn connection(
     }
 }
 
+/// The handler of an API endpoint; its path comes from [`Endpoint::path`], which fault
+/// injection reads too.
+fn api_route(endpoint: Endpoint) -> MethodRouter<Arc<AppState>> {
+    match endpoint {
+        Endpoint::Grant => post(grant),
+        Endpoint::TokenVerify => post(token_verify),
+        Endpoint::Jwks => get(jwks),
+        Endpoint::RegInit => post(reg_init),
+        Endpoint::RegComplete => post(reg_complete),
+    }
+}
+
 fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/fido2/v2/mgmt/grant", post(grant))
-        .route("/fido2/v2/mgmt/token/verify", post(token_verify))
-        .route("/fido2/v2/.well-known/jwks.json", get(jwks))
-        .route("/fido2/v2/reg/init", post(reg_init))
-        .route("/fido2/v2/reg/complete", post(reg_complete))
+    let api = Endpoint::ALL
+        .into_iter()
+        .fold(Router::new(), |router, endpoint| {
+            router.route(endpoint.path(), api_route(endpoint))
+        })
         .route(
             "/admin/faults",
             put(admin_set_faults)
@@ -317,6 +524,8 @@ fn router(state: Arc<AppState>) -> Router {
         Arc::clone(&state),
         request_log,
     ))
+    // Request bodies are refused as soon as they pass the limit, never buffered whole.
+    .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
     .with_state(state)
 }
 
@@ -356,43 +565,40 @@ fn with_detail(mut response: Response, detail: String) -> Response {
 // ---------------------------------------------------------------------------------------
 // Request log
 
-/// A fingerprint of a credential header: its scheme and 48 bits of its SHA-256, so that log
-/// lines can be correlated without ever containing a token or a key.
-fn fingerprint(value: &str) -> Value {
-    let scheme = match value.split_once(' ') {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => "basic",
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => "bearer",
-        _ => "raw",
-    };
-    let digest = Sha256::digest(value.as_bytes());
-    json!({"scheme": scheme, "sha256": hex(&digest[..6])})
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the log line when the request ends, including when its connection is dropped
-/// mid-way (then `status` is null).
+/// Logs the request when it ends: through [`request_log`] once it has a response, or, if its
+/// connection is dropped mid-way, when the request's future is dropped (then `status` is
+/// null).
 struct LogGuard {
     state: Arc<AppState>,
     fault: FaultSlot,
-    line: Value,
+    /// Taken by whichever of the two logs the request.
+    line: Option<Value>,
     started: Instant,
-    done: bool,
+}
+
+impl LogGuard {
+    /// The finished line: the fault applied and the duration added, newline-terminated.
+    fn finish(&self, mut line: Value) -> String {
+        if let Some(label) = lock(&self.fault.0).take() {
+            line["fault"] = json!(label);
+        }
+        line["durationMs"] =
+            json!(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        format!("{line}\n")
+    }
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if !self.done {
-            self.line["outcome"] = json!("connection closed before a response");
+        if let Some(mut line) = self.line.take() {
+            line["outcome"] = json!("connection closed before a response");
+            let line = self.finish(line);
+            self.state.log.try_send(line);
         }
-        if let Some(label) = lock(&self.fault.0).take() {
-            self.line["fault"] = json!(label);
-        }
-        self.line["durationMs"] =
-            json!(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        self.state.write_log(&self.line);
     }
 }
 
@@ -403,14 +609,15 @@ async fn request_log(
 ) -> Response {
     let fault = FaultSlot::default();
     request.extensions_mut().insert(fault.clone());
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| fingerprint(&String::from_utf8_lossy(v.as_bytes())));
+    let authorization = request.headers().get(header::AUTHORIZATION).map(|v| {
+        state
+            .macs
+            .fingerprint(&String::from_utf8_lossy(v.as_bytes()))
+    });
     let mut guard = LogGuard {
         state: Arc::clone(&state),
         fault,
-        line: json!({
+        line: Some(json!({
             "ts": unix_now(),
             "method": request.method().as_str(),
             "path": request.uri().path(),
@@ -420,15 +627,18 @@ async fn request_log(
                 .get(header::USER_AGENT)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect::<String>()),
             "status": null,
-        }),
+        })),
         started: Instant::now(),
-        done: false,
     };
     let response = next.run(request).await;
-    guard.done = true;
-    guard.line["status"] = json!(response.status().as_u16());
-    if let Some(Detail(detail)) = response.extensions().get::<Detail>() {
-        guard.line["detail"] = json!(detail);
+    if let Some(mut line) = guard.line.take() {
+        line["status"] = json!(response.status().as_u16());
+        if let Some(Detail(detail)) = response.extensions().get::<Detail>() {
+            line["detail"] = json!(detail);
+        }
+        // Queued before the response leaves, so a client that has its answer and then
+        // flushes the log finds the line.
+        state.log.send(guard.finish(line)).await;
     }
     response
 }
@@ -604,12 +814,30 @@ fn fail(status: StatusCode, msg: &str) -> Fail {
     }
 }
 
+/// A request body, read up to the router's [`DefaultBodyLimit`]; a refusal is an `AppError`
+/// like every other.
+struct JsonBytes(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = Fail;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    fail(StatusCode::BAD_REQUEST, "request body too large")
+                } else {
+                    fail(StatusCode::BAD_REQUEST, "could not read the request body")
+                }
+            })
+    }
+}
+
 /// Parses a JSON request body. Error messages name the position only: serde's own messages
 /// may quote the offending value, which could be a token.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Fail> {
-    if body.len() > MAX_REQUEST_BYTES {
-        return Err(fail(StatusCode::BAD_REQUEST, "request body too large"));
-    }
+fn parse<T: serde::de::DeserializeOwned>(JsonBytes(body): &JsonBytes) -> Result<T, Fail> {
     serde_json::from_slice(body).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => "unexpected or missing member",
@@ -649,7 +877,7 @@ fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), Fail> {
     let key = decoded
         .split_once(':')
         .map_or(decoded.as_str(), |(key, _)| key);
-    if key != state.config.api_key {
+    if !state.macs.api_key_matches(key) {
         return Err(unauthorized("invalid API key"));
     }
     Ok(())
@@ -689,7 +917,7 @@ struct GrantBody {
     username: Option<String>,
 }
 
-async fn grant(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn grant(State(state): State<Arc<AppState>>, headers: HeaderMap, body: JsonBytes) -> Reply {
     check_api_key(&state, &headers)?;
     let body: GrantBody = parse(&body)?;
     if body.grants.is_empty() {
@@ -727,7 +955,7 @@ struct TokenVerifyBody {
 async fn token_verify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: JsonBytes,
 ) -> Reply {
     check_api_key(&state, &headers)?;
     let body: TokenVerifyBody = parse(&body)?;
@@ -782,7 +1010,11 @@ struct RegInitBody {
     passkey_options: Option<PasskeyOptionsBody>,
 }
 
-async fn reg_init(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn reg_init(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: JsonBytes,
+) -> Reply {
     let body: RegInitBody = parse(&body)?;
     let config = &state.config;
     if body.app.id != config.app_id {
@@ -926,6 +1158,14 @@ async fn reg_init(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     let mut store = lock(&state.store);
     let now = Instant::now();
     store.sessions.retain(|_, pending| pending.expires > now);
+    // Every session holds registration state until it is used or expires: bounded, so that
+    // a flood of reg/init calls cannot grow the store without limit.
+    if store.sessions.len() >= config.max_sessions {
+        return Err(fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open registration sessions",
+        ));
+    }
     store.sessions.insert(
         session,
         PendingRegistration {
@@ -972,7 +1212,7 @@ fn auth_data_of(attestation_object: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-async fn reg_complete(State(state): State<Arc<AppState>>, body: Bytes) -> Reply {
+async fn reg_complete(State(state): State<Arc<AppState>>, body: JsonBytes) -> Reply {
     let body: RegCompleteBody = parse(&body)?;
     // Single use: the session is gone whatever happens next.
     let pending = lock(&state.store)
@@ -1104,7 +1344,7 @@ async fn reg_complete(State(state): State<Arc<AppState>>, body: Bytes) -> Reply 
 async fn admin_set_faults(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: JsonBytes,
 ) -> Reply {
     check_api_key(&state, &headers)?;
     let plan: FaultPlan = parse(&body)?;
@@ -1145,7 +1385,11 @@ struct MintBody {
     token_type: Option<String>,
 }
 
-async fn admin_token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn admin_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: JsonBytes,
+) -> Reply {
     check_api_key(&state, &headers)?;
     let body: MintBody = parse(&body)?;
     let token_type = body.token_type.as_deref().unwrap_or("authzToken");
@@ -1161,7 +1405,42 @@ async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     };
     Ok(ok_json(&json!({
         "oversizeBytesSent": state.stats.oversize_bytes_sent.load(Ordering::Relaxed),
+        "logLinesDropped": state.log.dropped(),
         "users": users,
         "sessions": sessions,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::Digest as _;
+
+    use super::*;
+
+    #[test]
+    fn api_key_comparison() {
+        let macs = Macs::new("key-123");
+        assert!(macs.api_key_matches("key-123"));
+        for wrong in ["", "key-12", "key-1234", "KEY-123", "key-124"] {
+            assert!(!macs.api_key_matches(wrong), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_per_process() {
+        let header = "Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln";
+        let (one, other) = (Macs::new("k"), Macs::new("k"));
+        let print = one.fingerprint(header);
+        assert_eq!(print["scheme"], "bearer");
+        let tag = print["hmac"].as_str().unwrap();
+        assert_eq!(tag.len(), 12);
+        assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Stable within a run, so lines can be correlated ...
+        assert_eq!(one.fingerprint(header), print);
+        // ... but not across runs, and not a plain hash anyone could compute from a guess.
+        assert_ne!(other.fingerprint(header)["hmac"], print["hmac"]);
+        assert_ne!(tag, hex(&Sha256::digest(header.as_bytes())[..6]));
+        assert_eq!(one.fingerprint("Basic a2V5Og==")["scheme"], "basic");
+        assert_eq!(one.fingerprint("token-without-scheme")["scheme"], "raw");
+    }
 }

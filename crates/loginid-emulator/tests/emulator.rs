@@ -307,9 +307,18 @@ async fn command_line_interface() {
         .unwrap();
     assert_eq!(healthy.status, 200);
 
+    // The log is written by a task of its own: wait for the last request's line.
+    let started = std::time::Instant::now();
+    let log_text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 9 {
+            break text;
+        }
+        assert!(started.elapsed() < GENEROUS, "log incomplete: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     child.start_kill().unwrap();
     let _ = child.wait().await;
-    let log_text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log_text.lines().count(), 9);
     assert!(!log_text.contains(&token));
     assert!(!log_text.contains(&token[token.len() - 16..]));
@@ -336,6 +345,82 @@ async fn refuses_to_listen_beyond_loopback() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("only loopback addresses"));
+}
+
+#[tokio::test]
+async fn api_key_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("loginid-emulator-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port_file = dir.join("port");
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, "key-from-a-file\n").unwrap();
+    let emulator = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_loginid-emulator"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--app-id", APP_ID])
+            .args(["--origin", ORIGIN, "--rp-id", RP_ID])
+            .kill_on_drop(true);
+        command
+    };
+
+    // Both at once, or neither, is refused.
+    let both = emulator()
+        .args(["--api-key", API_KEY, "--api-key-file"])
+        .arg(&key_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!both.status.success());
+    let neither = emulator().output().await.unwrap();
+    assert!(!neither.status.success());
+    let empty_file = dir.join("empty");
+    std::fs::write(&empty_file, "\n").unwrap();
+    let empty = emulator()
+        .arg("--api-key-file")
+        .arg(&empty_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("non-empty"));
+
+    let mut child = emulator()
+        .arg("--api-key-file")
+        .arg(&key_file)
+        .arg("--port-file")
+        .arg(&port_file)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let port: u16 = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            break text.trim().parse().unwrap();
+        }
+        assert!(started.elapsed() < GENEROUS, "no port file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = json!({"grants": ["reg:write"], "username": "a@b.c"});
+    for (key, status) in [
+        ("key-from-a-file", 200),
+        ("key-from-a-file\n", 401),
+        (API_KEY, 401),
+    ] {
+        let auth = basic(key);
+        let reply = http(
+            addr,
+            "POST",
+            "/fido2/v2/mgmt/grant",
+            &[("Authorization", &auth)],
+            Some(&body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, status, "{key:?}");
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -782,4 +867,115 @@ async fn connection_faults() {
         http(addr, "GET", jwks, &[], None).await.unwrap().status,
         200
     );
+}
+
+#[tokio::test]
+async fn registration_sessions_are_capped() {
+    let emulator = start(|c| c.max_sessions = 2).await;
+    let first = init(&emulator, "s1@example.com", None).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(init(&emulator, "s2@example.com", None).await.status, 200);
+    let refused = init(&emulator, "s3@example.com", None).await;
+    assert_app_error(&refused, 429, "too_many_requests", "too many open");
+    // Using a session frees its place.
+    let first = first.json();
+    let reg = make_credential(&first, |_| {});
+    assert_eq!(
+        complete(&emulator, &complete_body(&first, &reg))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(init(&emulator, "s3@example.com", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_request_bodies_are_refused() {
+    let emulator = start(|_| {}).await;
+    let mut body = init_body("big@example.com");
+    body["padding"] = json!("x".repeat(300 << 10));
+    let reply = http(
+        emulator.addr(),
+        "POST",
+        "/fido2/v2/reg/init",
+        &[],
+        Some(&body),
+    )
+    .await
+    .unwrap();
+    assert_app_error(&reply, 400, "bad_request", "request body too large");
+    // Just under the limit is read and served.
+    body["padding"] = json!("x".repeat(200 << 10));
+    let reply = http(
+        emulator.addr(),
+        "POST",
+        "/fido2/v2/reg/init",
+        &[],
+        Some(&body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let emulator = start(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(emulator.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /fido2/v2/.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The server closes the connection: the read ends (EOF or reset) instead of waiting.
+    let _ = tokio::time::timeout(GENEROUS, stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection was not closed");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn connections_are_capped() {
+    let emulator = start(|c| c.max_connections = 2).await;
+    let addr = emulator.addr();
+    // Two idle connections take both places.
+    let idle = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    let waiting = tokio::spawn(http(
+        addr,
+        "GET",
+        "/fido2/v2/.well-known/jwks.json",
+        &[],
+        None,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served past the connection cap");
+    drop(idle);
+    let reply = tokio::time::timeout(GENEROUS, waiting)
+        .await
+        .expect("never served")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn zero_limits_are_refused() {
+    for configure in [
+        (|c: &mut EmulatorConfig| c.max_sessions = 0) as fn(&mut EmulatorConfig),
+        |c| c.max_connections = 0,
+        |c| c.header_read_timeout = Duration::ZERO,
+    ] {
+        let mut config = config();
+        configure(&mut config);
+        let result = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await;
+        assert!(
+            matches!(result, Err(loginid_emulator::StartError::ZeroLimit(_))),
+            "{result:?}"
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! `loginid-emulator --listen 127.0.0.1:0 --port-file F --app-id ID --origin URL --rp-id ID
 //! --api-key KEY [--protected]` — the port file receives the bound port once the emulator
-//! listens.
+//! listens. `--api-key-file FILE` instead of `--api-key` keeps the key out of the process
+//! list.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,9 +38,13 @@ struct Args {
     /// RP name (defaults to the RP ID).
     #[arg(long)]
     rp_name: Option<String>,
-    /// Application API key (HTTP Basic `key:` on management and admin endpoints).
-    #[arg(long)]
-    api_key: String,
+    /// Application API key (HTTP Basic `key:` on management and admin endpoints). Visible to
+    /// other local users in the process list; `--api-key-file` is not.
+    #[arg(long, required_unless_present = "api_key_file")]
+    api_key: Option<String>,
+    /// Read the application API key from this file (one line; a trailing newline is ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
     /// Protected application: every registration needs a `reg:write` token.
     #[arg(long)]
     protected: bool,
@@ -80,14 +85,35 @@ struct Args {
     request_log: Option<PathBuf>,
 }
 
+/// The API key from `--api-key` or `--api-key-file`.
+async fn api_key(args: &Args) -> anyhow::Result<String> {
+    let key = match (&args.api_key, &args.api_key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(path)) => {
+            let text = tokio::fs::read_to_string(path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?;
+            let key = text.strip_suffix('\n').unwrap_or(&text);
+            key.strip_suffix('\r').unwrap_or(key).to_owned()
+        }
+        // clap requires one of the two.
+        (None, None) => anyhow::bail!("--api-key or --api-key-file is required"),
+    };
+    if key.is_empty() || key.contains(['\r', '\n']) {
+        anyhow::bail!("the API key must be one non-empty line");
+    }
+    Ok(key)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let api_key = api_key(&args).await?;
     let mut config = EmulatorConfig::new(
         args.app_id,
         args.origins[0].clone(),
         args.rp_id.clone(),
-        args.api_key,
+        api_key,
     );
     config.origins = args.origins;
     config.rp_name = args.rp_name.unwrap_or(args.rp_id);
@@ -101,8 +127,9 @@ async fn main() -> anyhow::Result<()> {
     config.padded_base64 = args.padded_base64;
     config.request_log = args.request_log;
     if let Some(path) = &args.faults {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
         config.faults = serde_json::from_str::<FaultPlan>(&text)
             .with_context(|| format!("parsing fault plan {}", path.display()))?;
     }
@@ -111,9 +138,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.port_file {
         // Written to a temporary name and renamed, so that a reader never sees a partial port.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{}\n", emulator.addr().port()))
+        tokio::fs::write(&tmp, format!("{}\n", emulator.addr().port()))
+            .await
             .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!("loginid-emulator listening on {}", emulator.base_url());
 
@@ -122,6 +152,8 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+    // Lines still queued for the request log go to the file before the process ends.
+    emulator.flush_log().await;
     emulator.shutdown();
     Ok(())
 }
