@@ -1217,3 +1217,80 @@ async fn random_frames_never_bring_the_actor_down() {
     assert!(outcomes.contains("protocol"), "{outcomes:?}");
     assert_eq!(rig.registry.list().await.len(), 1);
 }
+
+// ---- no polling ----
+
+/// The context switches of one thread of this process so far.
+fn context_switches(tid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|line| line.contains("ctxt_switches"))
+        .map(|line| {
+            line.split_whitespace()
+                .last()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_registry_with_keys_attached_does_not_wake_up() {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The registry, four actors (three HID keys, one card) and the fake keys all run on one
+    // thread: any timer or periodic wakeup among them wakes this thread.
+    let runtime_thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut rig = Rig::start().await;
+            let mut keys = Vec::new();
+            for name in ["a", "b", "c"] {
+                let (connection, mut fake) = fake_hid();
+                rig.plug(name, Transport::Usb, connection).await;
+                fake.probe(FAKE_CID).await;
+                rig.added().await;
+                keys.push(fake);
+            }
+            let (mut card, card_key) = probed_card(&mut rig, "reader").await;
+            assert_eq!(rig.registry.list().await.len(), 4);
+            // A request each, so that the actors have had timers running and stopped them.
+            let hid_key = rig
+                .registry
+                .get(&DeviceId::new(Transport::Usb, "a"))
+                .await
+                .unwrap();
+            let request = spawn_pin_retries(&hid_key);
+            keys[0].expect_cbor(FAKE_CID).await;
+            keys[0]
+                .send(FAKE_CID, HidCommand::Cbor, &pin_retries_response(8))
+                .await;
+            request.await.unwrap().unwrap();
+            let request = spawn_pin_retries(&card_key);
+            card.answer(&pin_retries_response(8), 0x9000).await;
+            request.await.unwrap().unwrap();
+            let thread_self = std::fs::read_link("/proc/thread-self").unwrap();
+            let tid = thread_self
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            tid_tx.send(tid).unwrap();
+            stopped.await.unwrap();
+            drop((keys, card, rig));
+        });
+    });
+    let tid = tid_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = context_switches(&tid);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = context_switches(&tid);
+    stop.send(()).unwrap();
+    runtime_thread.join().unwrap();
+    assert_eq!(after - before, 0, "the idle runtime thread woke up");
+}
