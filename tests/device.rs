@@ -310,6 +310,46 @@ async fn cancel_during_the_touch_wait_and_the_key_stays_usable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selection_on_every_key_picks_the_touched_one_and_cancels_the_rest() {
+    let mut rig = Rig::start().await;
+    let mut bridges = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (bridge, connection) = HidBridge::start(never_touched());
+        rig.plug(name, Transport::Virtual, connection).await;
+        rig.added().await;
+        bridges.push(bridge);
+    }
+    let keys: Vec<Authenticator> = rig
+        .registry
+        .list()
+        .await
+        .into_iter()
+        .map(|d| d.authenticator)
+        .collect();
+    let mut ops: Vec<_> = keys
+        .iter()
+        .map(|key| key.selection(generous_deadline()))
+        .collect();
+    for op in &mut ops {
+        until_touch_needed(op).await;
+    }
+
+    // The user touches b.
+    bridges[1].key.set_touch(TouchPolicy::Auto);
+    let chosen = ops.remove(1);
+    chosen.result().await.unwrap();
+    for op in &ops {
+        op.cancel();
+    }
+    for op in ops {
+        assert!(matches!(op.result().await, Err(DeviceError::Cancelled)));
+    }
+    for key in &keys {
+        key.wink().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_do_not_extend_the_overall_deadline() {
     let mut rig = Rig::start().await;
     let (bridge, connection) = HidBridge::start(never_touched());
@@ -317,12 +357,12 @@ async fn keepalives_do_not_extend_the_overall_deadline() {
     let a = rig.added().await.authenticator;
 
     let started = Instant::now();
-    let deadline = started + Duration::from_millis(700);
+    let deadline = started + Duration::from_millis(1500);
     let mut op = a.make_credential(&make_credential_request(b"alice"), deadline);
     let events = all_events(&mut op).await;
     assert!(events.contains(&OpEvent::TouchNeeded), "{events:?}");
     assert!(matches!(op.result().await, Err(DeviceError::Timeout)));
-    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(started.elapsed() >= Duration::from_millis(1500));
 
     // The request was cancelled on the key, and the key is usable again.
     wink_when_idle(&a).await.unwrap();
@@ -895,7 +935,7 @@ async fn invalid_channel_allocates_a_new_one_once() {
 #[tokio::test]
 async fn keepalives_become_events_and_keep_a_slow_key_alive() {
     let mut rig = Rig::with_config(DeviceConfig {
-        inactivity_timeout: Duration::from_millis(300),
+        inactivity_timeout: Duration::from_millis(500),
         ..DeviceConfig::default()
     })
     .await;
@@ -903,7 +943,7 @@ async fn keepalives_become_events_and_keep_a_slow_key_alive() {
 
     let mut op = authenticator.selection(generous_deadline());
     assert_eq!(fake.expect_cbor(FAKE_CID).await, [0x0B]);
-    // Ten keepalives 100 ms apart: a second of work, longer than the inactivity timeout.
+    // Ten keepalives 100 ms apart: a second of work, twice the inactivity timeout.
     for status in [1, 1, 1, 2, 2, 2, 2, 2, 2, 2] {
         fake.keepalive(FAKE_CID, status).await;
         sleep(Duration::from_millis(100)).await;

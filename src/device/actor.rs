@@ -181,10 +181,8 @@ impl<'a> OpCtx<'a> {
                 reply,
                 ..
             } = self;
-            let future = std::pin::pin!(future);
-            let mut future = future;
-            let timer = std::pin::pin!(tokio::time::sleep_until(until));
-            let mut timer = timer;
+            let mut future = std::pin::pin!(future);
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(until));
             loop {
                 tokio::select! {
                     biased;
