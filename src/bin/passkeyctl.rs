@@ -1,21 +1,119 @@
 //! `passkeyctl`: command-line client of passkeyd.
+//!
+//! Exit status: 0 on success, 2 on a usage error or when the input cannot be read or decoded
+//! (the message on stderr names the typed error and its causes).
 
-use clap::Parser;
+use std::fs::File;
+use std::io::{BufReader, ErrorKind, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// Command-line client of passkeyd: list security keys, create passkeys, decode CTAP traffic.
+use anyhow::Context;
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use passkeyd::decode::{self, ResponseKind};
+use passkeyd::device::record::RecordingFile;
+
+/// Command-line client of passkeyd: decode CTAP traffic.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Args {
-    /// Talk to the daemon on the session bus instead of the system bus.
-    #[arg(long)]
-    session: bool,
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    anyhow::bail!(
-        "passkeyctl {}: no subcommands in this build yet (requested: {:?})",
-        env!("CARGO_PKG_VERSION"),
-        args
-    )
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Decode CTAP traffic: a recording, one CTAP response, or a run of CTAPHID reports.
+    Decode(DecodeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["recording", "hex"])))]
+struct DecodeArgs {
+    /// A recording made by passkeyd (JSON lines, see docs/recording.md).
+    #[arg(long, value_name = "FILE")]
+    recording: Option<PathBuf>,
+
+    /// Bytes in hex (whitespace ignored): one CTAP response, status byte first or bare CBOR,
+    /// or a run of 64-byte CTAPHID reports.
+    #[arg(long, value_name = "HEX", requires = "kind")]
+    hex: Option<String>,
+
+    /// What the hex bytes are.
+    #[arg(long = "as", value_name = "KIND", requires = "hex")]
+    kind: Option<Kind>,
+
+    /// Print JSON with the specification's member names instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `--hex` holds.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    /// An authenticatorGetInfo response.
+    GetInfo,
+    /// An authenticatorMakeCredential response.
+    MakeCredential,
+    /// An authenticatorClientPIN response.
+    ClientPin,
+    /// 64-byte CTAPHID input reports, reassembled; the response is recognised by its shape.
+    Reports,
+}
+
+fn run(cli: Cli) -> anyhow::Result<String> {
+    match cli.command {
+        Cmd::Decode(args) => run_decode(&args),
+    }
+}
+
+fn run_decode(args: &DecodeArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.recording {
+        let file = File::open(path)
+            .with_context(|| format!("cannot open recording {}", path.display()))?;
+        let recording = RecordingFile::read(BufReader::new(file))
+            .with_context(|| format!("cannot read recording {}", path.display()))?;
+        return Ok(if args.json {
+            decode::decode_recording(&recording).to_json_pretty() + "\n"
+        } else {
+            decode::recording_text(&recording)
+        });
+    }
+    let (Some(hex), Some(kind)) = (&args.hex, args.kind) else {
+        // clap enforces --recording or --hex with --as.
+        anyhow::bail!("give --recording FILE, or --hex HEX with --as KIND");
+    };
+    let bytes = decode::parse_hex(hex)?;
+    let decoded = match kind {
+        Kind::GetInfo => decode::decode_response(ResponseKind::GetInfo, &bytes),
+        Kind::MakeCredential => decode::decode_response(ResponseKind::MakeCredential, &bytes),
+        Kind::ClientPin => decode::decode_response(ResponseKind::ClientPin, &bytes),
+        Kind::Reports => decode::decode_reports(&bytes),
+    }?;
+    Ok(if args.json {
+        decoded.to_json_pretty() + "\n"
+    } else {
+        decoded.to_text()
+    })
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 from here.
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(output) => {
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            match std::io::stdout().lock().write_all(output.as_bytes()) {
+                Err(error) if error.kind() != ErrorKind::BrokenPipe => {
+                    eprintln!("passkeyctl: cannot write output: {error}");
+                    ExitCode::from(2)
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(error) => {
+            eprintln!("passkeyctl: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -51,6 +51,7 @@ mod apdu;
 mod authenticator;
 mod error;
 mod hid;
+pub mod record;
 mod registry;
 
 use std::time::Duration;
