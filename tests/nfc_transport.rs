@@ -3,12 +3,13 @@
 //!
 //! `PASSKEYD_PCSCD=1` says pcscd runs with the vpcd reader (`scripts/start-pcscd`); the test
 //! then requires it. Without the variable the pcscd test only says that it skipped. The test of
-//! an absent pcscd runs always: it points the PC/SC client library at a socket that does not
-//! exist.
+//! an absent pcscd runs always: it points the PC/SC client library at a socket of its own.
 // Test helpers outside #[test] functions panic on purpose, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    fs,
+    path::PathBuf,
     process::Command,
     sync::{
         Arc,
@@ -197,20 +198,38 @@ async fn virtkey_through_pcscd_and_vpcd() {
 /// Set in the child process of [`absent_pcscd_is_reported_unavailable`].
 const CHILD: &str = "PASSKEYD_NFC_TEST_CHILD";
 
+/// Voluntary context switches of this process's `nfc-monitor` thread.
+fn monitor_switches() -> u64 {
+    for task in fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        if fs::read_to_string(task.join("comm")).unwrap().trim() == "nfc-monitor" {
+            let status = fs::read_to_string(task.join("status")).unwrap();
+            let line = status
+                .lines()
+                .find(|line| line.starts_with("voluntary_ctxt_switches:"))
+                .unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no nfc-monitor thread");
+}
+
 #[test]
 fn absent_pcscd_is_reported_unavailable() {
-    if std::env::var_os(CHILD).is_none() {
+    let Some(socket) = std::env::var_os(CHILD).map(PathBuf::from) else {
         // pcsc-lite reads PCSCLITE_CSOCK_NAME once per process: run this test again in a
-        // child whose client library looks for pcscd where there is none.
+        // child whose client library looks for pcscd in a directory of its own.
+        let dir = std::env::temp_dir().join(format!("passkeyd-nfc-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("pcscd").join("pcscd.comm");
         let output = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "absent_pcscd_is_reported_unavailable"])
-            .env(CHILD, "1")
-            .env(
-                "PCSCLITE_CSOCK_NAME",
-                "/nonexistent/passkeyd-test/pcscd.comm",
-            )
+            .env(CHILD, &socket)
+            .env("PCSCLITE_CSOCK_NAME", &socket)
             .output()
             .unwrap();
+        fs::remove_dir_all(&dir).unwrap();
         assert!(
             output.status.success(),
             "the child test failed: {}\n{}{}",
@@ -221,7 +240,7 @@ fn absent_pcscd_is_reported_unavailable() {
         // It ran the test rather than filtering it out.
         assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"));
         return;
-    }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -243,9 +262,27 @@ fn absent_pcscd_is_reported_unavailable() {
             }
             other => panic!("expected Unavailable, got {other:?}"),
         }
-        // It keeps trying (several retries fit in this pause) without repeating itself.
+        // No socket: the monitor sleeps on inotify, with no timer (the retry pause is 20 ms).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = monitor_switches();
         tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(monitor_switches(), before, "the monitor woke without cause");
+
+        // Something appears where the socket goes (not a pcscd): the monitor tries again at
+        // once, then, as the socket exists, on its timer; it does not report itself again.
+        fs::create_dir(socket.parent().unwrap()).unwrap();
+        fs::write(&socket, b"").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while monitor_switches() <= before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            monitor_switches() > before,
+            "the monitor did not notice the socket"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(events.try_recv().is_err());
+
         let start = Instant::now();
         drop(transport);
         assert!(

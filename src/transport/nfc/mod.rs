@@ -23,23 +23,29 @@
 //! reason to wake it is shutdown, and that is `SCardCancel` ([`pcsc::Context::cancel`]) from
 //! [`NfcTransport`]'s drop, on a clone of the monitor's context. pcsc-lite drops a cancel that
 //! arrives while no wait is in progress, so the drop sets a stop flag (read before each wait)
-//! and cancels again every 50 ms until the thread has ended.
+//! and cancels again every 50 ms until the thread has ended. While pcscd is unavailable the
+//! monitor waits in `poll`, and the drop closes the socket pair it polls.
 //!
 //! # Without pcscd
 //!
 //! When no pcscd answers (not installed, stopped, or it went away), the transport reports
-//! [`TransportEvent::Unavailable`] once, and tries again to establish a context after
-//! [`NfcConfig::first_retry`], doubling up to [`NfcConfig::max_retry`]. These retries are the
-//! only timed wakeups of the transport and happen only while pcscd is unreachable; once a context
-//! is established the monitor waits on pcscd alone. (On Debian, pcscd is socket-activated by
-//! systemd, so establishing a context starts it and the retries do not happen.) When a context
-//! works again the transport reports `EnumerationComplete` again.
+//! [`TransportEvent::Unavailable`] once and waits for pcscd ([`pcscd_wait`]):
+//! - if pcscd's socket does not exist, on inotify until it (or its directory) appears, without
+//!   any timeout: a machine without pcscd costs no wakeups;
+//! - if the socket exists but pcscd does not answer, inotify cannot tell when that changes, so
+//!   it tries again after [`NfcConfig::first_retry`], doubling up to [`NfcConfig::max_retry`].
+//!
+//! Once a context is established the monitor waits on pcscd alone. (On Debian, pcscd is
+//! socket-activated by systemd: the socket always exists and establishing a context starts
+//! pcscd.) When a context works again the transport reports `EnumerationComplete` again.
 
 mod card;
+mod pcscd_wait;
 mod readers;
 
 use std::{
     ffi::CString,
+    os::unix::net::UnixStream,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -52,7 +58,10 @@ use std::{
 use pcsc::{Context, Protocols, ReaderState, Scope, ShareMode, State};
 use tokio::sync::{mpsc, oneshot};
 
-use self::readers::{Observation, Readers, Step};
+use self::{
+    pcscd_wait::Woken,
+    readers::{Observation, Readers, Step},
+};
 use super::{ApduLink, Connection, DeviceDescription, DeviceId, Transport, TransportEvent};
 
 /// How many APDU requests may wait for a card: one is transmitted at a time and a device actor
@@ -89,6 +98,9 @@ pub enum NfcError {
     /// The monitor thread could not be started.
     #[error("could not start the NFC monitor thread")]
     Spawn(#[source] std::io::Error),
+    /// The socket pair that wakes the monitor for shutdown could not be made.
+    #[error("could not create the NFC monitor's wake-up socket")]
+    Wake(#[source] std::io::Error),
 }
 
 /// The running NFC transport. Dropping it stops the monitor thread, which lets the card threads
@@ -96,8 +108,8 @@ pub enum NfcError {
 #[derive(Debug)]
 pub struct NfcTransport {
     shared: Arc<Shared>,
-    /// Dropped to wake the monitor from a retry pause.
-    wake: Option<std_mpsc::Sender<()>>,
+    /// Closed to wake the monitor from its wait for pcscd.
+    wake: Option<UnixStream>,
     /// Disconnected once the monitor thread has ended.
     ended: std_mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
@@ -136,13 +148,13 @@ pub fn spawn(
     events: mpsc::Sender<TransportEvent>,
 ) -> Result<NfcTransport, NfcError> {
     let shared = Arc::new(Shared::default());
-    let (wake_tx, wake_rx) = std_mpsc::channel();
+    let (wake_tx, wake_rx) = UnixStream::pair().map_err(NfcError::Wake)?;
     let (ended_tx, ended_rx) = std_mpsc::channel();
     let monitor = Monitor {
         config,
         events,
         shared: Arc::clone(&shared),
-        wake: wake_rx,
+        shutdown: wake_rx,
         readers: Readers::default(),
     };
     let thread = thread::Builder::new()
@@ -206,12 +218,14 @@ struct Monitor {
     config: NfcConfig,
     events: mpsc::Sender<TransportEvent>,
     shared: Arc<Shared>,
-    wake: std_mpsc::Receiver<()>,
+    /// Readable (at end of stream) once the handle is dropped.
+    shutdown: UnixStream,
     readers: Readers<CardGone>,
 }
 
 impl Monitor {
     fn run(mut self) {
+        let socket = pcscd_wait::socket_path();
         let mut retry = self.config.first_retry;
         let mut unavailable = false;
         while !self.shared.stopping() {
@@ -245,11 +259,11 @@ impl Monitor {
                     return;
                 }
             }
-            match self.wake.recv_timeout(retry) {
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            match pcscd_wait::wait(&socket, &self.shutdown, retry) {
+                Woken::Shutdown => return,
+                Woken::Appeared => {}
+                Woken::Timeout => retry = retry.saturating_mul(2).min(self.config.max_retry),
             }
-            retry = retry.saturating_mul(2).min(self.config.max_retry);
         }
     }
 
