@@ -94,13 +94,15 @@ pub enum VpcdError {
         #[source]
         source: io::Error,
     },
-    /// Socket IO failed.
+    /// Socket IO failed. [`serve`] recovers from this by connecting again; it does not return
+    /// it.
     #[error("vpcd connection IO failed")]
     Io(#[from] io::Error),
     /// The virtual key stopped: there is no card left to serve.
     #[error("the virtual key has stopped")]
     KeyStopped,
-    /// vpcd sent a message of length zero.
+    /// vpcd sent a message of length zero. Like the protocol errors below, [`serve`] answers
+    /// it by dropping the connection and connecting again (the card leaves and comes back).
     #[error("vpcd sent an empty message")]
     EmptyMessage,
     /// vpcd sent a one-byte control message this side does not know (a newer protocol?).

@@ -10,7 +10,7 @@
 //!   [`TransportEvent::Added`] with an [`ApduLink`]; when the card leaves (or the reader, or
 //!   pcscd) it reports [`TransportEvent::Removed`] and lets the card thread go. It reports
 //!   [`TransportEvent::EnumerationComplete`] after its first look at the readers.
-//! - One **card** thread per connected card ([`card`]) owns the card and its own context, and
+//! - One **card** thread per connected card (`card.rs`) owns the card and its own context, and
 //!   transmits the APDUs of its link one at a time. The transport does not SELECT anything: the
 //!   device layer drives the card.
 //!
@@ -29,7 +29,7 @@
 //! # Without pcscd
 //!
 //! When no pcscd answers (not installed, stopped, or it went away), the transport reports
-//! [`TransportEvent::Unavailable`] once and waits for pcscd ([`pcscd_wait`]):
+//! [`TransportEvent::Unavailable`] once and waits for pcscd (`pcscd_wait.rs`):
 //! - if pcscd's socket does not exist, on inotify until it (or its directory) appears, without
 //!   any timeout: a machine without pcscd costs no wakeups;
 //! - if the socket exists but pcscd does not answer, inotify cannot tell when that changes, so
