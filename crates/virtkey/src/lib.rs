@@ -50,6 +50,7 @@ mod device;
 mod firmware;
 mod pin;
 mod presence;
+pub mod vpcd;
 
 use std::time::Duration;
 

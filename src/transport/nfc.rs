@@ -1,1 +1,0 @@
-//! NFC security keys through PC/SC.
