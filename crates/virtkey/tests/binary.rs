@@ -158,13 +158,16 @@ impl Client {
     fn read(&self, timeout: Duration) -> Received {
         set_socket_timeout(&self.0, Timeout::Recv, Some(timeout)).unwrap();
         let mut buffer = [0u8; 65];
-        match recv(&self.0, &mut buffer[..], RecvFlags::TRUNC) {
-            Ok((_, 0)) => Received::Eof,
-            Ok((_, 64)) => Received::Report(buffer[..64].try_into().unwrap()),
-            Ok((_, length)) => panic!("a {length}-byte message"),
-            Err(Errno::AGAIN) => Received::Timeout,
-            Err(Errno::CONNRESET) => Received::Eof,
-            Err(error) => panic!("recv: {error}"),
+        loop {
+            return match recv(&self.0, &mut buffer[..], RecvFlags::TRUNC) {
+                Ok((_, 0)) => Received::Eof,
+                Ok((_, 64)) => Received::Report(buffer[..64].try_into().unwrap()),
+                Ok((_, length)) => panic!("a {length}-byte message"),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => Received::Timeout,
+                Err(Errno::CONNRESET) => Received::Eof,
+                Err(error) => panic!("recv: {error} (errno {})", error.raw_os_error()),
+            };
         }
     }
 
