@@ -127,6 +127,9 @@ pub(crate) struct PipeConfig {
     pub(crate) continuation_timeout: Duration,
     /// Largest request message accepted (INVALID_LEN above).
     pub(crate) max_msg_size: usize,
+    /// Test-rig knob: answer every CTAPHID_CBOR request at once with this CTAP status byte
+    /// alone, without asking the firmware.
+    pub(crate) force_status: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -393,7 +396,13 @@ impl Pipe {
                 return;
             }
             cmd::MSG => HidCommand::Msg,
-            cmd::CBOR if !self.config.u2f_only => HidCommand::Cbor,
+            cmd::CBOR if !self.config.u2f_only => {
+                if let Some(status) = self.config.force_status {
+                    push_message(cid, cmd::CBOR, &[status], out);
+                    return;
+                }
+                HidCommand::Cbor
+            }
             // CTAPHID_LOCK is optional; like the Nitrokey 3, this key does not implement it.
             cmd::LOCK => {
                 out.push(error_report(cid, err::INVALID_CMD));
@@ -446,6 +455,18 @@ impl Pipe {
             HidReply::Data(_) => out.push(error_report(cid, err::OTHER)),
             HidReply::Error(code) => out.push(error_report(cid, code)),
         }
+    }
+
+    /// The host went away (its connection closed), like a USB re-plug: a pending request is
+    /// abandoned, a half-received message dropped and every allocated channel forgotten, so the
+    /// next host starts from INIT on an idle key. The firmware's state (credentials, PIN)
+    /// stays.
+    pub(crate) fn on_host_reset(&mut self, out: &mut Vec<Action>) {
+        if let State::Busy { job, .. } = self.state {
+            out.push(Action::Abandon(job));
+        }
+        self.state = State::Idle;
+        self.channels.clear();
     }
 
     /// The firmware thread is gone: a request waiting for it gets CTAPHID_ERROR OTHER (later
@@ -563,6 +584,7 @@ mod tests {
         keepalive_interval: Duration::from_millis(100),
         continuation_timeout: Duration::from_millis(500),
         max_msg_size: 3072,
+        force_status: None,
     };
 
     fn init_packet(cid: u32, command: u8, total: u16, data: &[u8]) -> [u8; 64] {
@@ -999,5 +1021,54 @@ mod tests {
         let r = reports(&out);
         assert_eq!(r.len(), 129);
         assert_eq!(r[128][4], 0x7f);
+    }
+
+    #[test]
+    fn forced_status_answers_cbor_without_the_firmware() {
+        let mut pipe = Pipe::new(PipeConfig {
+            force_status: Some(0x2f),
+            ..CONFIG
+        });
+        let now = Instant::now();
+        let cid = open(&mut pipe, now);
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(cid, cmd::CBOR, 1, &[0x04]), now, &mut out);
+        assert_eq!(
+            out,
+            vec![Action::Report(init_packet(cid, cmd::CBOR, 1, &[0x2f]))]
+        );
+        assert_eq!(pipe.busy_job(), None);
+        // Other commands are untouched: PING echoes, MSG goes to the firmware.
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(cid, cmd::PING, 2, &[7, 8]), now, &mut out);
+        assert_eq!(reports(&out), vec![init_packet(cid, cmd::PING, 2, &[7, 8])]);
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(cid, cmd::MSG, 1, &[0x00]), now, &mut out);
+        assert!(matches!(
+            out.as_slice(),
+            [Action::Submit {
+                command: HidCommand::Msg,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn host_reset_abandons_the_request_and_forgets_channels() {
+        let mut pipe = Pipe::new(CONFIG);
+        let now = Instant::now();
+        let cid = open(&mut pipe, now);
+        let job = submit(&mut pipe, cid, cmd::CBOR, now);
+        let mut out = Vec::new();
+        pipe.on_host_reset(&mut out);
+        assert_eq!(out, vec![Action::Abandon(job)]);
+        assert_eq!(pipe.busy_job(), None);
+        assert_eq!(pipe.next_deadline(), None);
+        // The late reply goes nowhere; the old channel is unknown now.
+        let mut out = Vec::new();
+        pipe.on_reply(job, HidReply::Data(vec![0x00]), &mut out);
+        assert!(out.is_empty());
+        pipe.on_report(&init_packet(cid, cmd::PING, 1, &[1]), now, &mut out);
+        assert_error(&out, cid, err::INVALID_CHANNEL);
     }
 }

@@ -45,6 +45,10 @@ const MAX_QUEUED_REPORTS: usize = 4096;
 const INS_NFCCTAP_MSG: u8 = 0x10;
 /// ISO 7816-4 "instruction code not supported".
 const SW_INS_NOT_SUPPORTED: [u8; 2] = [0x6d, 0x00];
+/// ISO 7816-4 "normal processing".
+const SW_SUCCESS: [u8; 2] = [0x90, 0x00];
+/// ISO 7816-4 command chaining bit of CLA.
+const CLA_CHAINING: u8 = 0x10;
 
 /// What the pipe thread reacts to.
 #[derive(Debug)]
@@ -57,6 +61,8 @@ pub(crate) enum Event {
     PresenceChanged(JobId),
     /// The firmware thread ended (normally at drop, or by a panic in the firmware).
     FirmwareStopped,
+    /// The host's connection went away (see [`crate::ctaphid::Pipe::on_host_reset`]).
+    HostReset,
     /// The key is being dropped.
     Stop,
 }
@@ -76,6 +82,7 @@ pub struct VirtKey {
     shared: Arc<Shared>,
     attestation: Arc<Attestation>,
     u2f_only: bool,
+    force_status: Option<u8>,
     pipe_thread: Option<JoinHandle<()>>,
     firmware_thread: Option<JoinHandle<()>>,
 }
@@ -144,6 +151,7 @@ impl VirtKey {
             keepalive_interval: config.keepalive_interval,
             continuation_timeout: config.continuation_timeout,
             max_msg_size: MAX_MSG_SIZE,
+            force_status: config.force_status,
         });
         let pipe_thread = {
             let jobs = jobs_tx.clone();
@@ -168,6 +176,7 @@ impl VirtKey {
             shared,
             attestation,
             u2f_only: config.u2f_only,
+            force_status: config.force_status,
             pipe_thread: Some(pipe_thread),
             firmware_thread: Some(firmware_thread),
         })
@@ -216,6 +225,18 @@ impl VirtKey {
         {
             return Ok(SW_INS_NOT_SUPPORTED.to_vec());
         }
+        if let Some(status) = self.force_status
+            && let [class, INS_NFCCTAP_MSG, ..] = apdu
+            && class & 0x80 != 0
+        {
+            // A chained block (CLA bit 0x10) is only acknowledged; the last one carries the
+            // forced status (CTAP 2.2 §11.3.5).
+            return Ok(if class & CLA_CHAINING != 0 {
+                SW_SUCCESS.to_vec()
+            } else {
+                vec![status, SW_SUCCESS[0], SW_SUCCESS[1]]
+            });
+        }
         let jobs = self.jobs.as_ref().ok_or(Error::Stopped)?;
         let id = next_job_id();
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
@@ -263,6 +284,33 @@ impl VirtKey {
     pub fn wink_count(&self) -> u64 {
         self.shared.winks()
     }
+
+    /// The current read epoch: [`VirtKey::interrupt_reads`] moves it on.
+    pub(crate) fn read_epoch(&self) -> u64 {
+        self.outbox.epoch()
+    }
+
+    /// Wakes every [`VirtKey::read_report_in_epoch`] waiting for `epoch` or an earlier one.
+    pub(crate) fn interrupt_reads(&self) {
+        self.outbox.interrupt();
+    }
+
+    /// Waits, without timeout and without periodic wake-ups, for the next report to the host;
+    /// `Ok(None)` once the read epoch is past `epoch` (see [`VirtKey::interrupt_reads`]).
+    pub(crate) fn read_report_in_epoch(
+        &self,
+        epoch: u64,
+    ) -> Result<Option<[u8; REPORT_LEN]>, Error> {
+        self.outbox.pop_in_epoch(epoch)
+    }
+
+    /// The host's connection is gone: drops the reports it did not read and resets the
+    /// CTAPHID layer as a USB re-plug would (pending request abandoned, channels forgotten).
+    /// Credentials and PIN stay.
+    pub(crate) fn reset_host(&self) {
+        self.outbox.clear();
+        let _ = self.events.send(Event::HostReset);
+    }
 }
 
 impl Drop for VirtKey {
@@ -305,6 +353,7 @@ fn run_pipe(
                 pipe.on_presence_changed(job, shared.is_waiting(job), Instant::now(), &mut actions);
             }
             Ok(Event::FirmwareStopped) => pipe.on_firmware_stopped(&mut actions),
+            Ok(Event::HostReset) => pipe.on_host_reset(&mut actions),
             Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
@@ -356,6 +405,8 @@ struct OutboxInner {
     queue: VecDeque<(Instant, [u8; REPORT_LEN])>,
     last_ready: Option<Instant>,
     closed: bool,
+    /// Moved on by [`Outbox::interrupt`]; ends [`Outbox::pop_in_epoch`] waits of older epochs.
+    epoch: u64,
 }
 
 impl Outbox {
@@ -365,6 +416,7 @@ impl Outbox {
                 queue: VecDeque::new(),
                 last_ready: None,
                 closed: false,
+                epoch: 0,
             }),
             available: Condvar::new(),
             pacing,
@@ -392,6 +444,57 @@ impl Outbox {
         inner.queue.push_back((ready, report));
         drop(inner);
         self.available.notify_all();
+    }
+
+    fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    fn interrupt(&self) {
+        let mut inner = self.lock();
+        inner.epoch = inner.epoch.wrapping_add(1);
+        drop(inner);
+        self.available.notify_all();
+    }
+
+    fn clear(&self) {
+        let mut inner = self.lock();
+        inner.queue.clear();
+        inner.last_ready = None;
+    }
+
+    /// Like [`Outbox::pop`] without a timeout, but ends with `Ok(None)` once the epoch is no
+    /// longer `epoch`. Sleeps on the condition variable until a push, an interrupt, the close,
+    /// or the paced ready time of the first report.
+    fn pop_in_epoch(&self, epoch: u64) -> Result<Option<[u8; REPORT_LEN]>, Error> {
+        let mut inner = self.lock();
+        loop {
+            if inner.epoch != epoch {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            let ready = match inner.queue.front() {
+                Some(&(ready, report)) if ready <= now => {
+                    inner.queue.pop_front();
+                    return Ok(Some(report));
+                }
+                Some(&(ready, _)) => Some(ready),
+                None if inner.closed => return Err(Error::Stopped),
+                None => None,
+            };
+            inner = match ready {
+                Some(ready) => {
+                    self.available
+                        .wait_timeout(inner, ready.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .available
+                    .wait(inner)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
     }
 
     fn close(&self) {
@@ -472,5 +575,35 @@ mod tests {
             outbox.push([0; REPORT_LEN]);
         }
         assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+    }
+
+    #[test]
+    fn epoch_reads_end_on_interrupt_and_clear_drops_reports() {
+        let outbox = Arc::new(Outbox::new(None));
+        let epoch = outbox.epoch();
+        outbox.push([4; REPORT_LEN]);
+        assert_eq!(outbox.pop_in_epoch(epoch).unwrap(), Some([4; REPORT_LEN]));
+        let waiter = {
+            let outbox = Arc::clone(&outbox);
+            thread::spawn(move || outbox.pop_in_epoch(epoch))
+        };
+        // The waiter sleeps until the interrupt; then it ends with None, and so does any later
+        // read of the old epoch, even with reports waiting.
+        thread::sleep(Duration::from_millis(50));
+        outbox.interrupt();
+        assert_eq!(waiter.join().unwrap().unwrap(), None);
+        outbox.push([5; REPORT_LEN]);
+        assert_eq!(outbox.pop_in_epoch(epoch).unwrap(), None);
+        outbox.clear();
+        outbox.push([6; REPORT_LEN]);
+        assert_eq!(
+            outbox.pop_in_epoch(outbox.epoch()).unwrap(),
+            Some([6; REPORT_LEN])
+        );
+        outbox.close();
+        assert!(matches!(
+            outbox.pop_in_epoch(outbox.epoch()),
+            Err(Error::Stopped)
+        ));
     }
 }

@@ -2,8 +2,9 @@
 //! `fido-authenticator` 0.3.0) running in-process on the host, seen as a USB HID security key
 //! (64-byte reports, CTAPHID) and as an NFC card (ISO 7816 APDUs).
 //!
-//! It is the independent test peer of the `ctap` crate and, later, the engine of the `virtkey`
-//! binary. It does not depend on `ctap`.
+//! It is the independent test peer of the `ctap` crate and the engine of the `virtkey` binary,
+//! which serves a key on a Unix SOCK_SEQPACKET socket ([`socket`]) and to pcscd through
+//! vsmartcard's vpcd protocol ([`vpcd`]). It does not depend on `ctap`.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -50,6 +51,7 @@ mod device;
 mod firmware;
 mod pin;
 mod presence;
+pub mod socket;
 pub mod vpcd;
 
 use std::time::Duration;
@@ -124,6 +126,11 @@ pub struct Config {
     /// How long the host may take between the packets of one message before the key answers
     /// CTAPHID_ERROR MSG_TIMEOUT (0x05) and drops it.
     pub continuation_timeout: Duration,
+    /// Test-rig knob: answer every CTAP2 request with this CTAP status byte alone (CTAP 2.2
+    /// §8.2), without running the firmware: CTAPHID_CBOR gets a one-byte CBOR message, and a
+    /// final NFCCTAP_MSG block gets the byte followed by SW 9000. INIT, PING, WINK and U2F
+    /// are unaffected. `None`: the firmware answers.
+    pub force_status: Option<u8>,
 }
 
 impl Default for Config {
@@ -135,6 +142,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_millis(100),
             report_pacing: None,
             continuation_timeout: Duration::from_millis(500),
+            force_status: None,
         }
     }
 }
@@ -192,6 +200,7 @@ mod tests {
         assert_eq!(config.keepalive_interval, Duration::from_millis(100));
         assert_eq!(config.report_pacing, None);
         assert!(!config.u2f_only);
+        assert_eq!(config.force_status, None);
         assert_eq!(FIDO2_UP_TIMEOUT, Duration::from_secs(30));
         assert_eq!(U2F_UP_TIMEOUT, Duration::from_millis(250));
     }

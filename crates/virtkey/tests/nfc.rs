@@ -207,3 +207,28 @@ fn oversized_apdu_is_refused() {
         Err(Error::ApduTooLong { len, max }) if len == max + 1
     ));
 }
+
+#[test]
+fn forced_status_answers_nfcctap_msg() {
+    let key = VirtKey::start(Config {
+        force_status: Some(0x2f),
+        ..Config::default()
+    })
+    .unwrap();
+    key.transmit_apdu(&select_apdu(Some(0x00)), TIMEOUT)
+        .unwrap();
+    // A chained first block is acknowledged, the last one carries the forced status.
+    let response = key
+        .transmit_apdu(&[0x90, 0x10, 0x00, 0x00, 0x01, 0x01], TIMEOUT)
+        .unwrap();
+    assert_eq!(response, vec![0x90, 0x00]);
+    let response = key
+        .transmit_apdu(&[0x80, 0x10, 0x00, 0x00, 0x01, 0x04, 0x00], TIMEOUT)
+        .unwrap();
+    assert_eq!(response, vec![0x2f, 0x90, 0x00]);
+    // U2F is untouched.
+    let response = key
+        .transmit_apdu(&[0x00, 0x03, 0x00, 0x00, 0x00], TIMEOUT)
+        .unwrap();
+    assert_eq!(response, b"U2F_V2\x90\x00".to_vec());
+}
