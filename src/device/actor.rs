@@ -23,6 +23,7 @@ use super::authenticator::OpEvent;
 use super::error::{DeviceError, Unsupported};
 use super::hid::HidEngine;
 use super::registry::LinkInfo;
+use super::rng::DeviceRng;
 use crate::transport::{Connection, DeviceId};
 
 /// What a request's reply carries: the raw response (CTAP status byte and CBOR, a U2F
@@ -227,6 +228,15 @@ pub(super) enum Engine {
 }
 
 impl Engine {
+    /// The engine for `connection`'s link type; the CTAPHID engine draws its INIT nonces from
+    /// `rng` (APDU links have no nonce).
+    pub(super) fn new(connection: Connection, config: &DeviceConfig, rng: Arc<DeviceRng>) -> Self {
+        match connection {
+            Connection::Hid(link) => Self::Hid(HidEngine::new(link, config.clone(), rng)),
+            Connection::Apdu(link) => Self::Apdu(ApduEngine::new(link, config.clone())),
+        }
+    }
+
     /// Allocates a channel (CTAPHID_INIT) or selects the FIDO applet.
     async fn open(&mut self, ctx: &mut OpCtx<'_>) -> Result<LinkInfo, DeviceError> {
         match self {
@@ -295,20 +305,16 @@ pub(super) struct DeviceActor {
 }
 
 impl DeviceActor {
-    /// An actor for `connection`; run it with [`DeviceActor::run`].
+    /// An actor driving `engine`; run it with [`DeviceActor::run`].
     pub(super) fn new(
         id: DeviceId,
         generation: u64,
         config: DeviceConfig,
-        connection: Connection,
+        engine: Engine,
         requests: mpsc::Receiver<Request>,
         status: mpsc::Sender<ActorStatus>,
         info: watch::Sender<Option<Arc<get_info::Response>>>,
     ) -> Self {
-        let engine = match connection {
-            Connection::Hid(link) => Engine::Hid(HidEngine::new(link, config.clone())),
-            Connection::Apdu(link) => Engine::Apdu(ApduEngine::new(link, config.clone())),
-        };
         Self {
             id,
             generation,

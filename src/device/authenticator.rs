@@ -2,7 +2,9 @@
 //!
 //! A handle only sends requests to the key's actor and decodes the answers; the PIN/UV
 //! cryptography runs here, in the caller's task, so PINs and shared secrets never reach the
-//! actor (it sees encrypted request bytes only).
+//! actor (it sees encrypted request bytes only). Its randomness (the ephemeral ECDH key,
+//! protocol two's IVs) comes from the key's own source, shared with the actor, so that a
+//! recording of the key notes it and a replay hands it back (see [`super::rng`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,13 +20,14 @@ use ctap::command::selection::Selection;
 use ctap::command::{Command, decode_response, encode_request};
 use ctap::pin_uv::{Pin, PinUvAuthProtocol, PinUvAuthToken};
 use ctap::u2f::{self, ApduEncoding, AuthenticateRequest, KeyHandleCheck, RegisterRequest};
-use rand::rngs::OsRng;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::actor::{EVENT_BACKLOG, Reply, Request, RequestKind};
 use super::error::DeviceError;
+use super::record::RandomnessKind;
+use super::rng::{DeviceRng, HostRng};
 use crate::transport::{DeviceId, Transport};
 
 /// Progress of an operation, from the key's KEEPALIVEs (CTAP 2.2 §11.2.9.1.7) or NFC status
@@ -109,6 +112,7 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     info: watch::Receiver<Option<Arc<get_info::Response>>>,
     command_timeout: Duration,
+    rng: Arc<DeviceRng>,
 }
 
 /// One key. Cheap to clone; every clone talks to the same device actor, which serves one
@@ -136,6 +140,7 @@ impl Authenticator {
         requests: mpsc::Sender<Request>,
         info: watch::Receiver<Option<Arc<get_info::Response>>>,
         command_timeout: Duration,
+        rng: Arc<DeviceRng>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -144,6 +149,7 @@ impl Authenticator {
                 requests,
                 info,
                 command_timeout,
+                rng,
             }),
         }
     }
@@ -208,9 +214,27 @@ impl Authenticator {
         self.simple(&GetUvRetries::default(), false).await
     }
 
+    /// Runs `f` with this key's source of host randomness
+    /// ([`HostRandomness`](super::HostRandomness)), each draw noted as `kind` while the key is
+    /// recorded. Give it to the [`PinSession`] methods called on a session from
+    /// [`Authenticator::key_agreement`] (`rng` arguments), so that a recording of the key
+    /// replays; the PIN operations of this type do so already.
+    ///
+    /// Fails with [`DeviceError::Randomness`] when a draw failed (the output of `f` is then
+    /// dropped: it was made from filler bytes). `f` runs under the source's lock: keep it
+    /// short and synchronous.
+    pub fn host_rng<T>(
+        &self,
+        kind: RandomnessKind,
+        f: impl FnOnce(&mut HostRng<'_>) -> T,
+    ) -> Result<T, DeviceError> {
+        self.inner.rng.draw(kind, f)
+    }
+
     /// clientPIN getKeyAgreement (CTAP 2.2 §6.5.5.4) and the platform's half of the key
     /// agreement: a session for one PIN request. Keys change their key-agreement key after a
-    /// wrong PIN, so get a new session for every attempt.
+    /// wrong PIN, so get a new session for every attempt. The ephemeral key comes from the
+    /// key's randomness source ([`Authenticator::host_rng`]).
     pub async fn key_agreement(
         &self,
         protocol: PinUvAuthProtocol,
@@ -223,7 +247,10 @@ impl Authenticator {
                 false,
             )
             .await?;
-        Ok(PinSession::new(protocol, &key_agreement, &mut OsRng)?)
+        let session = self.host_rng(RandomnessKind::EcdhKey, |rng| {
+            PinSession::new(protocol, &key_agreement, rng)
+        })??;
+        Ok(session)
     }
 
     /// clientPIN setPIN (CTAP 2.2 §6.5.5.5) on a key without a PIN; the cached getInfo is read
@@ -234,7 +261,7 @@ impl Authenticator {
         new_pin: &Pin,
     ) -> Result<(), DeviceError> {
         let session = self.key_agreement(protocol).await?;
-        let request = session.set_pin(new_pin, &mut OsRng)?;
+        let request = self.host_rng(RandomnessKind::Iv, |rng| session.set_pin(new_pin, rng))??;
         self.simple(&request, true).await
     }
 
@@ -247,7 +274,9 @@ impl Authenticator {
         new_pin: &Pin,
     ) -> Result<(), DeviceError> {
         let session = self.key_agreement(protocol).await?;
-        let request = session.change_pin(current, new_pin, &mut OsRng)?;
+        let request = self.host_rng(RandomnessKind::Iv, |rng| {
+            session.change_pin(current, new_pin, rng)
+        })??;
         self.simple(&request, true).await
     }
 
@@ -266,15 +295,13 @@ impl Authenticator {
         let session = self.key_agreement(protocol).await?;
         let with_permissions = self.info().is_some_and(|info| info.pin_uv_auth_token());
         let encrypted = if with_permissions {
-            let request = session.get_token_using_pin(
-                pin,
-                permissions,
-                rp_id.map(str::to_owned),
-                &mut OsRng,
-            )?;
+            let request = self.host_rng(RandomnessKind::Iv, |rng| {
+                session.get_token_using_pin(pin, permissions, rp_id.map(str::to_owned), rng)
+            })??;
             self.simple(&request, false).await?
         } else {
-            let request = session.get_pin_token(pin, &mut OsRng)?;
+            let request =
+                self.host_rng(RandomnessKind::Iv, |rng| session.get_pin_token(pin, rng))??;
             self.simple(&request, false).await?
         };
         Ok(session.decrypt_token(&encrypted)?)

@@ -10,6 +10,7 @@ use ctap::pin_uv;
 use ctap::status::StatusCode;
 use ctap::u2f::U2fError;
 
+use super::rng::RandomnessFailure;
 use crate::transport::LinkError;
 
 /// Why a request to a key failed.
@@ -46,6 +47,10 @@ pub enum DeviceError {
     /// The link failed without the device being known to be gone.
     #[error("link error")]
     Link(#[source] LinkError),
+    /// Host randomness could not be drawn: the OS RNG failed, or a replay's recorded
+    /// randomness does not fit the replayed session. Nothing was sent.
+    #[error("no host randomness")]
+    Randomness(#[source] RandomnessFailure),
 }
 
 /// What a key does not support, in [`DeviceError::Unsupported`].

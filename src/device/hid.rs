@@ -1,7 +1,9 @@
 //! The CTAPHID engine (CTAP 2.2 §11.2): drives [`ctap::ctaphid`] over a [`ReportLink`].
 //!
 //! - Channel allocation: CTAPHID_INIT on the broadcast channel with a fresh random 8-byte
-//!   nonce from the OS; answers carrying another nonce (other clients' INITs) are skipped.
+//!   nonce from the key's randomness source (the OS RNG, noted when the key is recorded, or a
+//!   replay's recorded nonce); answers carrying another nonce (other clients' INITs) are
+//!   skipped.
 //! - One [`Transaction`] per request; frames for other channels are dropped (hidraw shows
 //!   every client's traffic to every reader).
 //! - KEEPALIVE restarts the inactivity timer and becomes an operation event.
@@ -16,15 +18,18 @@ use ctap::ctaphid::{
     self, Cid, Command, HidErrorCode, InitResponse, InitResponseError, PushOutcome, Reassembler,
     Transaction, TransactionEvent,
 };
-use rand::RngCore as _;
-use rand::rngs::OsRng;
+use std::sync::Arc;
+
+use rand_core::RngCore as _;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use super::DeviceConfig;
 use super::actor::{OpCtx, Wake};
 use super::error::{DeviceError, ProtocolError, Unsupported};
+use super::record::RandomnessKind;
 use super::registry::LinkInfo;
+use super::rng::DeviceRng;
 use crate::transport::{LinkError, Report, ReportLink};
 
 /// How one attempt at a transaction ended.
@@ -46,13 +51,16 @@ pub(super) struct HidEngine {
     /// Largest request payload: the key's maxMsgSize once known, capped at 7609.
     max_request: usize,
     gone: bool,
+    /// Where INIT nonces come from.
+    rng: Arc<DeviceRng>,
 }
 
 impl HidEngine {
-    pub(super) fn new(link: ReportLink, config: DeviceConfig) -> Self {
+    pub(super) fn new(link: ReportLink, config: DeviceConfig, rng: Arc<DeviceRng>) -> Self {
         Self {
             link,
             config,
+            rng,
             channel: None,
             max_request: ctaphid::MAX_MESSAGE_LEN,
             gone: false,
@@ -144,7 +152,8 @@ impl HidEngine {
         let mut busy_attempts = 0;
         'attempt: loop {
             let mut nonce = [0u8; ctaphid::INIT_NONCE_LEN];
-            OsRng.fill_bytes(&mut nonce);
+            self.rng
+                .draw(RandomnessKind::Nonce, |rng| rng.fill_bytes(&mut nonce))?;
             self.write(&ctaphid::init_request(&nonce), ctx).await?;
             // An INIT answer is 17 bytes; anything longer on the broadcast channel is not one.
             let mut rx = Reassembler::new(Cid::BROADCAST, ctaphid::INIT_DATA_LEN);

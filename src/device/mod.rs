@@ -45,6 +45,15 @@
 //! [`DeviceConfig::cancel_grace`] for the key to finish the request (it answers
 //! CTAP2_ERR_KEEPALIVE_CANCEL). The result of a cancelled operation is always
 //! [`DeviceError::Cancelled`], even if the key completed the request just before.
+//!
+//! # Host randomness, recording and replay
+//!
+//! Each key has one source of host randomness ([`HostRandomness`], shared by its actor and its
+//! [`Authenticator`] handles): the CTAPHID_INIT nonce and the PIN/UV protocol's ECDH key and
+//! IVs all come from it. With [`DeviceConfig::record_dir`] set, every key's traffic and those
+//! draws are written to a recording ([`record`]); [`RegistryHandle::add`] with
+//! [`HostRandomness::Replay`] plays a recording back as a key, and the same calls then write
+//! the same bytes. See `docs/recording.md`.
 
 mod actor;
 mod apdu;
@@ -53,7 +62,9 @@ mod error;
 mod hid;
 pub mod record;
 mod registry;
+mod rng;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use authenticator::{
@@ -61,6 +72,7 @@ pub use authenticator::{
 };
 pub use error::{DeviceError, ProtocolError, Unsupported};
 pub use registry::{DeviceInfo, LinkInfo, Registry, RegistryEvent, RegistryHandle, Subscription};
+pub use rng::{HostRandomness, HostRng, RandomnessFailure};
 
 /// Timing and retry settings of the device layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +95,10 @@ pub struct DeviceConfig {
     pub busy_backoff: Duration,
     /// NFC: pause between NFCCTAP_GETRESPONSE polls after a `9100` status update.
     pub nfc_poll_interval: Duration,
+    /// Record every key added to `DIR/<device id>-<unix time>.jsonl` (files mode 0600, the
+    /// directory created mode 0700 if missing), in the format of `docs/recording.md`. `None`
+    /// (the default): nothing is recorded. Recordings of PIN entry are secrets.
+    pub record_dir: Option<PathBuf>,
 }
 
 /// The longest pause between two attempts after CHANNEL_BUSY.
@@ -98,6 +114,7 @@ impl Default for DeviceConfig {
             busy_retries: 8,
             busy_backoff: Duration::from_millis(20),
             nfc_poll_interval: Duration::from_millis(100),
+            record_dir: None,
         }
     }
 }

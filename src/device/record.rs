@@ -20,6 +20,11 @@
 //!   strict order ([`Replay::serve`]) and feeds the recorded randomness back through
 //!   [`ReplayRandomness`], an `RngCore + CryptoRng`.
 //!
+//! The device layer does both for whole keys: with
+//! [`DeviceConfig::record_dir`](super::DeviceConfig::record_dir) every key is recorded and its
+//! host randomness noted as drawn, and [`RegistryHandle::add`](super::RegistryHandle::add)
+//! with [`HostRandomness::Replay`](super::HostRandomness::Replay) serves a recording as a key.
+//!
 //! Recordings are read as hostile input: lines and files are bounded ([`MAX_LINE_LEN`],
 //! [`MAX_FILE_LEN`]), every member is checked against the transport, and every problem is a
 //! typed [`RecordingError`] naming its line. Nothing here panics on a recording's content.
@@ -77,7 +82,7 @@ const EVENT_CAPACITY: usize = 1024;
 /// `fill_bytes`. Any byte below 0xFF makes 32 of them a valid non-zero P-256 scalar, so a
 /// key generation fed with it terminates instead of looping; the writes it produces then
 /// differ from the recording and the replay reports a mismatch.
-const FILLER: u8 = 0x5A;
+pub(super) const FILLER: u8 = 0x5A;
 
 /// Direction of a traffic event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -854,7 +859,13 @@ pub struct RecordingSummary {
 }
 
 enum Msg {
-    Line(Zeroizing<String>),
+    /// An event and when it happened. The writer formats the line, so that it can keep the
+    /// times in file order: two taps (or a tap and a randomness note) may take their times in
+    /// one order and queue their events in the other.
+    Event {
+        t_us: u64,
+        body: EventBody,
+    },
     Finish,
 }
 
@@ -871,9 +882,9 @@ impl Shared {
 
     /// Logs a traffic event, waiting if the writer is behind. A stopped writer (sink error)
     /// is ignored here and reported by the task: the device link must keep working.
-    async fn log(&self, body: &EventBody) {
-        let line = event_line(self.t_us(), body);
-        let _ = self.events.send(Msg::Line(line)).await;
+    async fn log(&self, body: EventBody) {
+        let t_us = self.t_us();
+        let _ = self.events.send(Msg::Event { t_us, body }).await;
     }
 }
 
@@ -902,8 +913,11 @@ impl Recorder {
                 kind,
                 bytes: Zeroizing::new(bytes.to_vec()),
             });
-            let line = event_line(self.shared.t_us(), &body);
-            self.shared.events.try_send(Msg::Line(line)).is_ok()
+            let t_us = self.shared.t_us();
+            self.shared
+                .events
+                .try_send(Msg::Event { t_us, body })
+                .is_ok()
         };
         if !queued {
             self.shared.lost.fetch_add(1, Ordering::Relaxed);
@@ -959,81 +973,112 @@ pub struct Recording {
 pub fn record<W: Write + Send + 'static>(
     connection: Connection,
     description: &DeviceDescription,
-    mut sink: W,
+    sink: W,
 ) -> Result<Recording, RecordError> {
-    let header = Header {
-        transport: description.transport,
-        device: RecordedDevice::from(description),
-        recorder: Some(format!("passkeyd {}", env!("CARGO_PKG_VERSION"))),
-    };
-    sink.write_all(&header_line(&header).map_err(RecordError::Io)?)
-        .and_then(|()| sink.flush())
-        .map_err(RecordError::Io)?;
+    Ok(Writer::start(description, sink)?.tap(connection))
+}
 
-    let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
-    let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("passkeyd-recorder".into())
-        .spawn(move || {
-            let _ = done_tx.send(write_events(&mut sink, events_rx));
-        })
-        .map_err(RecordError::Spawn)?;
+/// A recording whose header is written and whose writer thread runs, before it taps a
+/// connection: the two halves of [`record`], for callers that must keep the connection when
+/// the sink fails.
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    done: oneshot::Receiver<io::Result<u64>>,
+}
 
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        events: events_tx,
-        lost: AtomicU64::new(0),
-    });
-    let (connection, taps): (Connection, BoxFuture<()>) = match connection {
-        Connection::Hid(device) => {
-            let (host_tx, from_host) = mpsc::channel(LINK_CAPACITY);
-            let (to_host, host_rx) = mpsc::channel(LINK_CAPACITY);
-            let out = tap_reports_out(from_host, device.tx, Arc::clone(&shared));
-            let inbound = tap_reports_in(device.rx, to_host, Arc::clone(&shared));
-            let taps = Box::pin(async move {
-                tokio::join!(out, inbound);
-            });
-            let link = ReportLink {
-                tx: host_tx,
-                rx: host_rx,
-            };
-            (Connection::Hid(link), taps)
-        }
-        Connection::Apdu(device) => {
-            let (host_tx, from_host) = mpsc::channel(LINK_CAPACITY);
-            let taps = Box::pin(tap_apdus(from_host, device.tx, Arc::clone(&shared)));
-            (Connection::Apdu(ApduLink { tx: host_tx }), taps)
-        }
-    };
-
-    let recorder = Recorder {
-        shared: Arc::clone(&shared),
-    };
-    let task = RecordingTask(Box::pin(async move {
-        taps.await;
-        // The writer stops at Finish even while Recorder clones keep the channel open.
-        let _ = shared.events.send(Msg::Finish).await;
-        let events = done_rx
-            .await
-            .map_err(|_| RecordError::WriterStopped)?
+impl Writer {
+    /// Writes the header and starts the writer thread.
+    pub(super) fn start<W: Write + Send + 'static>(
+        description: &DeviceDescription,
+        mut sink: W,
+    ) -> Result<Self, RecordError> {
+        let header = Header {
+            transport: description.transport,
+            device: RecordedDevice::from(description),
+            recorder: Some(format!("passkeyd {}", env!("CARGO_PKG_VERSION"))),
+        };
+        sink.write_all(&header_line(&header).map_err(RecordError::Io)?)
+            .and_then(|()| sink.flush())
             .map_err(RecordError::Io)?;
-        match shared.lost.load(Ordering::Relaxed) {
-            0 => Ok(RecordingSummary { events }),
-            count => Err(RecordError::RandomnessLost { count }),
+
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("passkeyd-recorder".into())
+            .spawn(move || {
+                let _ = done_tx.send(write_events(&mut sink, events_rx));
+            })
+            .map_err(RecordError::Spawn)?;
+
+        let shared = Arc::new(Shared {
+            start: Instant::now(),
+            events: events_tx,
+            lost: AtomicU64::new(0),
+        });
+        Ok(Self { shared, done })
+    }
+
+    /// Taps `connection`: everything that passes is written from now on.
+    pub(super) fn tap(self, connection: Connection) -> Recording {
+        let Self { shared, done } = self;
+        let (connection, taps): (Connection, BoxFuture<()>) = match connection {
+            Connection::Hid(device) => {
+                let (host_tx, from_host) = mpsc::channel(LINK_CAPACITY);
+                let (to_host, host_rx) = mpsc::channel(LINK_CAPACITY);
+                let out = tap_reports_out(from_host, device.tx, Arc::clone(&shared));
+                let inbound = tap_reports_in(device.rx, to_host, Arc::clone(&shared));
+                let taps = Box::pin(async move {
+                    tokio::join!(out, inbound);
+                });
+                let link = ReportLink {
+                    tx: host_tx,
+                    rx: host_rx,
+                };
+                (Connection::Hid(link), taps)
+            }
+            Connection::Apdu(device) => {
+                let (host_tx, from_host) = mpsc::channel(LINK_CAPACITY);
+                let taps = Box::pin(tap_apdus(from_host, device.tx, Arc::clone(&shared)));
+                (Connection::Apdu(ApduLink { tx: host_tx }), taps)
+            }
+        };
+
+        let recorder = Recorder {
+            shared: Arc::clone(&shared),
+        };
+        let task = RecordingTask(Box::pin(async move {
+            taps.await;
+            // The writer stops at Finish even while Recorder clones keep the channel open.
+            let _ = shared.events.send(Msg::Finish).await;
+            let events = done
+                .await
+                .map_err(|_| RecordError::WriterStopped)?
+                .map_err(RecordError::Io)?;
+            match shared.lost.load(Ordering::Relaxed) {
+                0 => Ok(RecordingSummary { events }),
+                count => Err(RecordError::RandomnessLost { count }),
+            }
+        }));
+        Recording {
+            connection,
+            recorder,
+            task,
         }
-    }));
-    Ok(Recording {
-        connection,
-        recorder,
-        task,
-    })
+    }
 }
 
 /// The writer thread: one flushed line per event, so a crash loses at most the event being
 /// written, which is when a recording attached to a bug report matters most.
+///
+/// An event queued after a later-timed one gets that one's time: readers refuse a time that
+/// goes back, and the queue order is the order that counts (randomness is queued in the order
+/// it was drawn, traffic in the order it passed each tap).
 fn write_events(sink: &mut impl Write, mut events: mpsc::Receiver<Msg>) -> io::Result<u64> {
     let mut written = 0u64;
-    while let Some(Msg::Line(line)) = events.blocking_recv() {
+    let mut last_t_us = 0;
+    while let Some(Msg::Event { t_us, body }) = events.blocking_recv() {
+        last_t_us = t_us.max(last_t_us);
+        let line = event_line(last_t_us, &body);
         sink.write_all(line.as_bytes())?;
         sink.flush()?;
         written = written.saturating_add(1);
@@ -1057,7 +1102,7 @@ async fn tap_reports_out(
             () = to_device.closed() => return,
         };
         shared
-            .log(&EventBody::Report {
+            .log(EventBody::Report {
                 dir: Direction::Out,
                 report,
             })
@@ -1084,7 +1129,7 @@ async fn tap_reports_in(
         match item {
             Some(Ok(report)) => {
                 shared
-                    .log(&EventBody::Report {
+                    .log(EventBody::Report {
                         dir: Direction::In,
                         report,
                     })
@@ -1094,12 +1139,12 @@ async fn tap_reports_in(
                 }
             }
             Some(Err(error)) => {
-                shared.log(&EventBody::Disconnect).await;
+                shared.log(EventBody::Disconnect).await;
                 let _ = to_host.send(Err(error)).await;
                 return;
             }
             None => {
-                shared.log(&EventBody::Disconnect).await;
+                shared.log(EventBody::Disconnect).await;
                 return;
             }
         }
@@ -1121,33 +1166,33 @@ async fn tap_apdus(
                 None => return,
             },
             () = to_card.closed() => {
-                shared.log(&EventBody::Disconnect).await;
+                shared.log(EventBody::Disconnect).await;
                 return;
             }
         };
-        shared.log(&EventBody::Apdu(request.apdu.clone())).await;
+        shared.log(EventBody::Apdu(request.apdu.clone())).await;
         let (reply, response) = oneshot::channel();
         let forwarded = ApduRequest {
             apdu: request.apdu,
             reply,
         };
         if to_card.send(forwarded).await.is_err() {
-            shared.log(&EventBody::Disconnect).await;
+            shared.log(EventBody::Disconnect).await;
             let _ = request.reply.send(Err(LinkError::Disconnected));
             return;
         }
         match response.await {
             Ok(Ok(bytes)) => {
-                shared.log(&EventBody::ApduResponse(bytes.clone())).await;
+                shared.log(EventBody::ApduResponse(bytes.clone())).await;
                 let _ = request.reply.send(Ok(bytes));
             }
             Ok(Err(error)) => {
-                shared.log(&EventBody::Disconnect).await;
+                shared.log(EventBody::Disconnect).await;
                 let _ = request.reply.send(Err(error));
                 return;
             }
             Err(_) => {
-                shared.log(&EventBody::Disconnect).await;
+                shared.log(EventBody::Disconnect).await;
                 let _ = request.reply.send(Err(LinkError::Disconnected));
                 return;
             }

@@ -8,9 +8,18 @@
 //! A key is announced ([`RegistryEvent::Added`]) only once its actor has probed it, so every
 //! announced key already has its getInfo (when it has one). A key removed before its probe
 //! ends is never announced.
+//!
+//! With [`DeviceConfig::record_dir`] set, every key added is recorded from its first exchange
+//! (see [`record`](super::record)): its link is tapped and its host randomness noted, into
+//! `DIR/<device id>-<unix time>.jsonl`, a file only the daemon's user may read.
 
 use std::collections::BTreeMap;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ctap::command::get_info;
 use ctap::ctaphid::{Capabilities, DeviceVersion};
@@ -20,8 +29,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::DeviceConfig;
-use super::actor::{ActorStatus, DeviceActor, MAILBOX};
+use super::actor::{ActorStatus, DeviceActor, Engine, MAILBOX};
 use super::authenticator::Authenticator;
+use super::record::{Recorder, Writer};
+use super::rng::{DeviceRng, HostRandomness};
 use crate::transport::{Connection, DeviceDescription, DeviceId, Transport, TransportEvent};
 
 /// How many registry events a slow subscriber may fall behind before it misses some (it then
@@ -124,6 +135,11 @@ pub struct Subscription {
 }
 
 enum Query {
+    Add {
+        description: DeviceDescription,
+        connection: Connection,
+        randomness: HostRandomness,
+    },
     List(oneshot::Sender<Vec<DeviceInfo>>),
     Get(DeviceId, oneshot::Sender<Option<Authenticator>>),
     Subscribe(oneshot::Sender<Subscription>),
@@ -152,6 +168,27 @@ impl RegistryHandle {
     /// `None` if the registry has ended.
     pub async fn subscribe(&self) -> Option<Subscription> {
         self.ask(Query::Subscribe).await
+    }
+
+    /// Adds a key that no transport reports, drawing its host randomness from `randomness`:
+    /// a [`Replay`](super::record::Replay)'s connection with its recorded randomness
+    /// ([`HostRandomness::Replay`]), so that the daemon replays a recorded session byte for
+    /// byte. Otherwise it is handled like a transport's
+    /// [`TransportEvent::Added`]: probed, announced, and recorded when
+    /// [`DeviceConfig::record_dir`] is set; it stays until its link closes (a replay ends) or
+    /// a transport reports the same id removed. Returns `false` if the registry has ended.
+    pub async fn add(
+        &self,
+        description: DeviceDescription,
+        connection: Connection,
+        randomness: HostRandomness,
+    ) -> bool {
+        let query = Query::Add {
+            description,
+            connection,
+            randomness,
+        };
+        self.queries.send(query).await.is_ok()
     }
 
     async fn ask<T>(&self, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
@@ -246,7 +283,7 @@ impl State {
             TransportEvent::Added {
                 description,
                 connection,
-            } => self.add(description, connection),
+            } => self.add(description, connection, HostRandomness::Os),
             TransportEvent::Removed(id) => self.remove(&id),
             TransportEvent::EnumerationComplete(transport) => {
                 self.publish(RegistryEvent::EnumerationComplete(transport));
@@ -258,7 +295,12 @@ impl State {
         }
     }
 
-    fn add(&mut self, description: DeviceDescription, connection: Connection) {
+    fn add(
+        &mut self,
+        description: DeviceDescription,
+        connection: Connection,
+        randomness: HostRandomness,
+    ) {
         let id = description.id.clone();
         if self.devices.contains_key(&id) {
             // The transport missed a removal (or the same port came back): the old actor's
@@ -268,6 +310,11 @@ impl State {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
+        let (connection, recorder) = match &self.config.record_dir {
+            Some(dir) => start_recording(dir, &description, connection),
+            None => (connection, None),
+        };
+        let rng = Arc::new(DeviceRng::new(randomness, recorder));
         let (requests_tx, requests) = mpsc::channel(MAILBOX);
         let (info_tx, info_rx) = watch::channel(None);
         let authenticator = Authenticator::new(
@@ -276,12 +323,13 @@ impl State {
             requests_tx,
             info_rx,
             self.config.command_timeout,
+            Arc::clone(&rng),
         );
         let actor = DeviceActor::new(
             id.clone(),
             generation,
             self.config.clone(),
-            connection,
+            Engine::new(connection, &self.config, rng),
             requests,
             self.status_tx.clone(),
             info_tx,
@@ -382,6 +430,11 @@ impl State {
     fn on_query(&mut self, query: Query) {
         // A caller that went away does not want its answer.
         match query {
+            Query::Add {
+                description,
+                connection,
+                randomness,
+            } => self.add(description, connection, randomness),
             Query::List(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -423,4 +476,78 @@ async fn next_transport_event(
         Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Taps `connection` into a new recording in `dir`. A recording that cannot be started is
+/// logged and the key is used unrecorded: recording is a diagnostic aid, never a reason to
+/// lose a key.
+///
+/// The file is created and its header written here, on the registry task: one small local
+/// write per plug. Events are written by the recording's own thread.
+fn start_recording(
+    dir: &Path,
+    description: &DeviceDescription,
+    connection: Connection,
+) -> (Connection, Option<Recorder>) {
+    let id = &description.id;
+    let (path, file) = match create_recording_file(dir, id) {
+        Ok(created) => created,
+        Err(error) => {
+            warn!(device = %id, dir = %dir.display(), %error, "cannot create a recording");
+            return (connection, None);
+        }
+    };
+    let writer = match Writer::start(description, file) {
+        Ok(writer) => writer,
+        Err(error) => {
+            warn!(device = %id, path = %path.display(), %error, "cannot start the recording");
+            return (connection, None);
+        }
+    };
+    let recording = writer.tap(connection);
+    info!(device = %id, path = %path.display(), "recording");
+    let task = recording.task;
+    let device = id.clone();
+    tokio::spawn(async move {
+        match task.await {
+            Ok(summary) => {
+                let events = summary.events;
+                debug!(device = %device, path = %path.display(), events, "recording ended");
+            }
+            Err(error) => {
+                warn!(device = %device, path = %path.display(), %error, "recording incomplete");
+            }
+        }
+    });
+    (recording.connection, Some(recording.recorder))
+}
+
+/// Creates `DIR/<id>-<unix time>.jsonl` (`-1`, `-2`... appended when a key comes back within
+/// the same second), readable and writable by the daemon's user only: a recording of PIN
+/// entry holds what it takes to recover the PIN. A missing directory is created, mode 0700.
+fn create_recording_file(dir: &Path, id: &DeviceId) -> io::Result<(PathBuf, File)> {
+    /// How many names are tried for one device within one second.
+    const ATTEMPTS: u32 = 100;
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    for attempt in 0..ATTEMPTS {
+        let name = match attempt {
+            0 => format!("{id}-{now}.jsonl"),
+            n => format!("{id}-{now}-{n}.jsonl"),
+        };
+        let path = dir.join(name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(io::ErrorKind::AlreadyExists.into())
 }

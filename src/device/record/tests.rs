@@ -1043,3 +1043,55 @@ async fn a_pin_ceremony_with_the_firmware_replays_deterministically() {
     let summary = task.await.unwrap().unwrap();
     assert!(!summary.disconnected);
 }
+
+#[test]
+fn events_queued_out_of_time_order_keep_the_file_readable() {
+    // A tap may take its time before a randomness note takes a later one, and queue after it:
+    // the writer gives the late event the time already written.
+    let (events, rx) = mpsc::channel(4);
+    let nonce = EventBody::Randomness(RandomBytes {
+        kind: RandomnessKind::Nonce,
+        bytes: Zeroizing::new(vec![7; 8]),
+    });
+    let report = EventBody::Report {
+        dir: Direction::In,
+        report: [0x11; 64],
+    };
+    events
+        .try_send(Msg::Event {
+            t_us: 50,
+            body: nonce,
+        })
+        .unwrap();
+    events
+        .try_send(Msg::Event {
+            t_us: 40,
+            body: report,
+        })
+        .unwrap();
+    events
+        .try_send(Msg::Event {
+            t_us: 60,
+            body: EventBody::Disconnect,
+        })
+        .unwrap();
+    drop(events);
+    let mut out = Vec::new();
+    assert_eq!(write_events(&mut out, rx).unwrap(), 3);
+    let text = String::from_utf8(out).unwrap();
+    let expected = format!(
+        "{{\"t_us\":50,\"kind\":\"nonce\",\"hex\":\"0707070707070707\"}}\n\
+         {{\"t_us\":50,\"dir\":\"in\",\"kind\":\"report\",\"hex\":\"{}\"}}\n\
+         {{\"t_us\":60,\"dir\":\"in\",\"kind\":\"disconnect\"}}\n",
+        "11".repeat(64)
+    );
+    assert_eq!(text, expected);
+    let file = format!("{}{text}", header("virtual"));
+    let times: Vec<u64> = RecordingFile::read(file.as_bytes())
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.t_us)
+        .collect();
+    assert_eq!(times, [50, 50, 60]);
+}
