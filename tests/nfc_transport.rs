@@ -7,6 +7,8 @@
 // Test helpers outside #[test] functions panic on purpose, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod vpcd_lock;
+
 use std::{
     fs,
     path::PathBuf,
@@ -125,6 +127,8 @@ async fn virtkey_through_pcscd_and_vpcd() {
             return;
         }
     }
+    // tests/device_nfc.rs serves its card on the same port.
+    let _vpcd = vpcd_lock::acquire().await;
     let (events_tx, mut events) = mpsc::channel(16);
     let transport = nfc::spawn(NfcConfig::default(), events_tx).unwrap();
     // The readers are there (vpcd's two slots), empty: enumeration ends without a card.
