@@ -2,7 +2,9 @@
 //!
 //! Three threads per key:
 //! - the firmware thread ([`crate::firmware`]) runs fido-authenticator inside
-//!   `trussed::virt::with_platform`, taking one job at a time from a channel;
+//!   `trussed::virt::with_platform`, taking one job at a time from a bounded queue
+//!   ([`crate::JOB_QUEUE_LEN`]; a full queue refuses new work). Each job carries its own
+//!   cancellation mark ([`CancelFlag`]), which whoever abandons the job sets;
 //! - trussed's own service thread, started by the virt platform;
 //! - the pipe thread owns the CTAPHID state machine ([`crate::ctaphid::Pipe`]) and waits on one
 //!   event channel (host reports, firmware replies, presence changes) with a timeout set to the
@@ -15,19 +17,19 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
-        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
 use crate::{
-    Config, Error, TouchPolicy,
+    Config, Error, JOB_QUEUE_LEN, TouchPolicy,
     attestation::{self, AAGUID, Attestation},
     ctaphid::{Action, HidReply, Pipe, PipeConfig, REPORT_LEN, err},
-    firmware::{Firmware, Job, MAX_APDU_LEN, MAX_MSG_SIZE},
+    firmware::{Firmware, Job, MAX_APDU_LEN, MAX_MSG_SIZE, Work},
     pin,
-    presence::{JobId, Shared, next_job_id},
+    presence::{CancelFlag, JobId, Shared, next_job_id},
 };
 
 /// How long [`VirtKey::start`] waits for the firmware to come up (mounting the RAM filesystem,
@@ -77,7 +79,7 @@ pub(crate) enum Event {
 /// threads are fine (as with a real device, interleaved CTAPHID traffic gets CHANNEL_BUSY).
 pub struct VirtKey {
     events: Sender<Event>,
-    jobs: Option<Sender<Job>>,
+    jobs: Option<SyncSender<Job>>,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
     attestation: Arc<Attestation>,
@@ -106,7 +108,7 @@ impl VirtKey {
         }
         let attestation = attestation::attestation()?;
         let (events_tx, events_rx) = mpsc::channel();
-        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel(JOB_QUEUE_LEN);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let shared = Arc::new(Shared::new(config.touch, events_tx.clone()));
 
@@ -123,7 +125,7 @@ impl VirtKey {
             .stack_size(FIRMWARE_STACK)
             .spawn(move || firmware.run())
             .map_err(Error::Spawn)?;
-        let stop_firmware = |thread: JoinHandle<()>, jobs: Sender<Job>| {
+        let stop_firmware = |thread: JoinHandle<()>, jobs: SyncSender<Job>| {
             shared.stop();
             drop(jobs);
             let _ = thread.join();
@@ -211,7 +213,9 @@ impl VirtKey {
     /// make it on a real card.
     ///
     /// On a timeout the request is abandoned (its presence wait ends, its late answer is
-    /// dropped) and [`Error::Timeout`] is returned.
+    /// dropped; still queued, it never runs) and [`Error::Timeout`] is returned. While the
+    /// firmware's queue is full (the firmware is blocked, e.g. in a presence wait, and
+    /// [`crate::JOB_QUEUE_LEN`] requests wait for it), the APDU is refused with [`Error::Busy`].
     pub fn transmit_apdu(&self, apdu: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
         if apdu.len() > MAX_APDU_LEN {
             return Err(Error::ApduTooLong {
@@ -238,18 +242,24 @@ impl VirtKey {
             });
         }
         let jobs = self.jobs.as_ref().ok_or(Error::Stopped)?;
-        let id = next_job_id();
+        let cancel = CancelFlag::default();
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        jobs.send(Job::Apdu {
-            id,
-            apdu: apdu.to_vec(),
-            reply: reply_tx,
+        jobs.try_send(Job {
+            id: next_job_id(),
+            cancel: cancel.clone(),
+            work: Work::Apdu {
+                apdu: apdu.to_vec(),
+                reply: reply_tx,
+            },
         })
-        .map_err(|_| Error::Stopped)?;
+        .map_err(|error| match error {
+            TrySendError::Full(_) => Error::Busy,
+            TrySendError::Disconnected(_) => Error::Stopped,
+        })?;
         match reply_rx.recv_timeout(timeout) {
             Ok(response) => Ok(response),
             Err(RecvTimeoutError::Timeout) => {
-                self.shared.cancel(id);
+                self.shared.cancel(&cancel);
                 Err(Error::Timeout)
             }
             Err(RecvTimeoutError::Disconnected) => Err(Error::Stopped),
@@ -333,11 +343,14 @@ impl Drop for VirtKey {
 fn run_pipe(
     mut pipe: Pipe,
     events: &Receiver<Event>,
-    jobs: &Sender<Job>,
+    jobs: &SyncSender<Job>,
     outbox: &Outbox,
     shared: &Shared,
 ) {
     let mut actions = Vec::new();
+    // The pipe has at most one HID job in the firmware's hands that it may still abandon:
+    // the one it is busy with.
+    let mut live: Option<(JobId, CancelFlag)> = None;
     loop {
         let now = Instant::now();
         let wait = pipe
@@ -348,7 +361,12 @@ fn run_pipe(
             .min(IDLE_WAKE);
         match events.recv_timeout(wait) {
             Ok(Event::Report(report)) => pipe.on_report(&report, Instant::now(), &mut actions),
-            Ok(Event::Reply { job, reply }) => pipe.on_reply(job, reply, &mut actions),
+            Ok(Event::Reply { job, reply }) => {
+                if live.as_ref().is_some_and(|(id, _)| *id == job) {
+                    live = None;
+                }
+                pipe.on_reply(job, reply, &mut actions);
+            }
             Ok(Event::PresenceChanged(job)) => {
                 pipe.on_presence_changed(job, shared.is_waiting(job), Instant::now(), &mut actions);
             }
@@ -369,22 +387,32 @@ fn run_pipe(
                         command,
                         payload,
                     } => {
-                        let job_for_firmware = Job::Hid {
+                        let cancel = CancelFlag::default();
+                        let job_for_firmware = Job {
                             id: job,
-                            command,
-                            payload,
+                            cancel: cancel.clone(),
+                            work: Work::Hid { command, payload },
                         };
-                        if jobs.send(job_for_firmware).is_err() {
-                            failed.push(job);
+                        match jobs.try_send(job_for_firmware) {
+                            Ok(()) => live = Some((job, cancel)),
+                            // The firmware is blocked with NFC work queued: busy, as a real
+                            // key answers while another interface has it.
+                            Err(TrySendError::Full(_)) => failed.push((job, err::CHANNEL_BUSY)),
+                            // The firmware thread is gone; answer like a key with an internal
+                            // fault.
+                            Err(TrySendError::Disconnected(_)) => failed.push((job, err::OTHER)),
                         }
                     }
-                    Action::Abandon(job) => shared.cancel(job),
+                    Action::Abandon(job) => {
+                        if let Some((_, cancel)) = live.take_if(|(id, _)| *id == job) {
+                            shared.cancel(&cancel);
+                        }
+                    }
                     Action::Wink => shared.record_wink(),
                 }
             }
-            for job in failed {
-                // The firmware thread is gone; answer like a key with an internal fault.
-                pipe.on_reply(job, HidReply::Error(err::OTHER), &mut actions);
+            for (job, code) in failed {
+                pipe.on_reply(job, HidReply::Error(code), &mut actions);
             }
         }
     }
@@ -533,6 +561,126 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pipe thread wired to a job queue of `capacity` that the test plays firmware for.
+    struct PipeRig {
+        events: Sender<Event>,
+        jobs: Receiver<Job>,
+        outbox: Arc<Outbox>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl PipeRig {
+        fn start(capacity: usize, prefill: usize) -> Self {
+            let (events_tx, events_rx) = mpsc::channel();
+            let (jobs_tx, jobs_rx) = mpsc::sync_channel(capacity);
+            for _ in 0..prefill {
+                jobs_tx
+                    .try_send(Job {
+                        id: next_job_id(),
+                        cancel: CancelFlag::default(),
+                        work: Work::Hid {
+                            command: crate::ctaphid::HidCommand::Cbor,
+                            payload: vec![0x04],
+                        },
+                    })
+                    .unwrap();
+            }
+            let outbox = Arc::new(Outbox::new(None));
+            let shared = Arc::new(Shared::new(TouchPolicy::Auto, events_tx.clone()));
+            let pipe = Pipe::new(PipeConfig {
+                u2f_only: false,
+                keepalive_interval: Duration::from_secs(60),
+                continuation_timeout: Duration::from_secs(60),
+                max_msg_size: MAX_MSG_SIZE,
+                force_status: None,
+            });
+            let thread = {
+                let outbox = Arc::clone(&outbox);
+                thread::spawn(move || run_pipe(pipe, &events_rx, &jobs_tx, &outbox, &shared))
+            };
+            Self {
+                events: events_tx,
+                jobs: jobs_rx,
+                outbox,
+                thread: Some(thread),
+            }
+        }
+
+        fn write(&self, report: [u8; REPORT_LEN]) {
+            self.events.send(Event::Report(report)).unwrap();
+        }
+
+        fn read(&self) -> [u8; REPORT_LEN] {
+            self.outbox.pop(Duration::from_secs(5)).unwrap().unwrap()
+        }
+
+        /// INIT on the broadcast channel; returns the new channel.
+        fn open(&self) -> [u8; 4] {
+            let mut init = [0u8; REPORT_LEN];
+            init[..8].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x86, 0x00, 0x08, 0x01]);
+            self.write(init);
+            let reply = self.read();
+            assert_eq!(reply[4], 0x86);
+            [reply[15], reply[16], reply[17], reply[18]]
+        }
+
+        /// A one-byte CTAPHID request with this command on `cid`.
+        fn request(&self, cid: [u8; 4], command: u8, byte: Option<u8>) {
+            let mut report = [0u8; REPORT_LEN];
+            report[..4].copy_from_slice(&cid);
+            report[4] = 0x80 | command;
+            if let Some(byte) = byte {
+                report[5..8].copy_from_slice(&[0x00, 0x01, byte]);
+            }
+            self.write(report);
+        }
+    }
+
+    impl Drop for PipeRig {
+        fn drop(&mut self) {
+            let _ = self.events.send(Event::Stop);
+            if let Some(thread) = self.thread.take() {
+                thread.join().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_job_queue_answers_channel_busy() {
+        let rig = PipeRig::start(1, 1);
+        let cid = rig.open();
+        // getInfo while the firmware's queue is full: nothing is queued, the host hears busy.
+        rig.request(cid, 0x10, Some(0x04));
+        let reply = rig.read();
+        assert_eq!(&reply[..4], &cid);
+        assert_eq!(&reply[4..8], &[0xbf, 0x00, 0x01, 0x06]);
+        assert_eq!(rig.jobs.try_iter().count(), 1);
+        // Room again: the next request reaches the firmware.
+        rig.request(cid, 0x10, Some(0x04));
+        let job = rig.jobs.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(matches!(job.work, Work::Hid { ref payload, .. } if payload == &[0x04]));
+    }
+
+    #[test]
+    fn cancel_marks_the_job_it_abandons() {
+        let rig = PipeRig::start(4, 0);
+        let cid = rig.open();
+        rig.request(cid, 0x10, Some(0x01));
+        let job = rig.jobs.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!job.cancel.is_set());
+        rig.request(cid, 0x11, None);
+        let reply = rig.read();
+        assert_eq!(
+            &reply[..8],
+            &[cid[0], cid[1], cid[2], cid[3], 0x90, 0x00, 0x01, 0x2d]
+        );
+        assert!(job.cancel.is_set());
+        // A later job has its own, unset mark.
+        rig.request(cid, 0x10, Some(0x04));
+        let next = rig.jobs.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!next.cancel.is_set());
+    }
 
     #[test]
     fn outbox_paces_reports() {

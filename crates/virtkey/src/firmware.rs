@@ -27,7 +27,7 @@ use crate::{
     ctaphid::{HidCommand, HidReply, err},
     device::Event,
     pin,
-    presence::{JobId, PresenceGate, Shared, VirtUi},
+    presence::{CancelFlag, JobId, PresenceGate, Shared, VirtUi},
 };
 
 /// Largest CTAPHID request the key accepts and the maxMsgSize its getInfo reports; the
@@ -55,16 +55,24 @@ type HidDispatch<'a> = Dispatch<'a, 'static, DEFAULT_MESSAGE_SIZE>;
 
 /// A request for the firmware.
 #[derive(Debug)]
-pub(crate) enum Job {
+pub(crate) struct Job {
+    pub(crate) id: JobId,
+    /// Set when the requester gives up; the firmware then skips the job or ends its presence
+    /// wait.
+    pub(crate) cancel: CancelFlag,
+    pub(crate) work: Work,
+}
+
+/// What a [`Job`] asks the firmware to do.
+#[derive(Debug)]
+pub(crate) enum Work {
     /// A CTAPHID message; the reply goes to the pipe thread as [`Event::Reply`].
     Hid {
-        id: JobId,
         command: HidCommand,
         payload: Vec<u8>,
     },
     /// A raw command APDU; the reply (data and SW1 SW2) goes to `reply`.
     Apdu {
-        id: JobId,
         apdu: Vec<u8>,
         reply: SyncSender<Vec<u8>>,
     },
@@ -168,26 +176,19 @@ impl Firmware {
             if self.shared.is_stopping() {
                 break;
             }
-            match job {
-                Job::Hid {
-                    id,
-                    command,
-                    payload,
-                } => {
-                    if !self.shared.begin_job(id) {
-                        continue;
-                    }
+            if !self.shared.begin_job(job.id, &job.cancel) {
+                continue;
+            }
+            match job.work {
+                Work::Hid { command, payload } => {
                     let reply =
                         hid_call(&mut hid_rq, &mut hid, &mut authenticator, command, &payload);
-                    self.shared.end_job(id);
-                    let _ = self.events.send(Event::Reply { job: id, reply });
+                    self.shared.end_job();
+                    let _ = self.events.send(Event::Reply { job: job.id, reply });
                 }
-                Job::Apdu { id, apdu, reply } => {
-                    if !self.shared.begin_job(id) {
-                        continue;
-                    }
+                Work::Apdu { apdu, reply } => {
                     let response = apdu_call(&mut nfc_rq, &mut nfc, &mut authenticator, &apdu);
-                    self.shared.end_job(id);
+                    self.shared.end_job();
                     // The caller may have given up (timeout); then nobody needs the answer.
                     let _ = reply.try_send(response);
                 }

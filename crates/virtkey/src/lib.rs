@@ -69,6 +69,16 @@ pub const MAX_MSG_SIZE: usize = firmware::MAX_MSG_SIZE;
 /// Largest raw command APDU [`VirtKey::transmit_apdu`] accepts.
 pub const MAX_APDU_LEN: usize = firmware::MAX_APDU_LEN;
 
+/// Requests (HID messages and APDUs) that may wait for the firmware, at most.
+///
+/// The CTAPHID layer has one live request at a time and NFC callers wait for their answer, so
+/// the queue only fills while the firmware is blocked (a presence wait lasts up to
+/// [`FIDO2_UP_TIMEOUT`]) and callers time out and try again: their abandoned requests stay
+/// queued until the firmware skips them. Beyond this bound new work is refused
+/// ([`Error::Busy`] for [`VirtKey::transmit_apdu`], CTAPHID_ERROR CHANNEL_BUSY over HID)
+/// instead of piling up.
+pub const JOB_QUEUE_LEN: usize = 16;
+
 /// The FIDO applet AID for SELECT over NFC (CTAP 2.2 §11.3.3).
 pub const FIDO_AID: [u8; 8] = [0xa0, 0x00, 0x00, 0x06, 0x47, 0x2f, 0x00, 0x01];
 
@@ -158,6 +168,10 @@ pub enum Error {
     /// abandoned.
     #[error("the firmware did not answer in time")]
     Timeout,
+    /// The firmware's request queue is full: it is blocked (typically in a presence wait of up
+    /// to 30 s) and enough earlier requests wait for it. Nothing was queued; try again later.
+    #[error("the firmware is busy with earlier requests")]
+    Busy,
     /// The firmware did not come up within 30 s.
     #[error("the firmware did not start in time")]
     StartupTimeout,
