@@ -17,7 +17,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
-        mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError},
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -37,6 +37,12 @@ use crate::{
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stack of the firmware thread: the firmware keeps several message-sized buffers on the stack.
 const FIRMWARE_STACK: usize = 8 * 1024 * 1024;
+/// Events waiting for the pipe thread, at most. Most are few by construction (one reply per
+/// job, two presence changes per wait, one stop); host reports are not, and a full queue makes
+/// [`VirtKey::write_report`] wait, as a USB OUT endpoint NAKs until the device takes the
+/// report. Nobody sends while holding a lock the pipe thread needs, and the pipe thread itself
+/// never blocks on anything but this queue, so every sender gets through.
+const EVENT_QUEUE_LEN: usize = 256;
 /// An idle pipe thread wakes up this often even without events.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// Reports the host has not read yet, at most. A real key cannot queue more than its endpoint
@@ -78,7 +84,7 @@ pub(crate) enum Event {
 /// Dropping it stops and joins its threads. `VirtKey` is `Send + Sync`; calls from several
 /// threads are fine (as with a real device, interleaved CTAPHID traffic gets CHANNEL_BUSY).
 pub struct VirtKey {
-    events: Sender<Event>,
+    events: SyncSender<Event>,
     jobs: Option<SyncSender<Job>>,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
@@ -107,7 +113,7 @@ impl VirtKey {
             pin::validate(pin).map_err(Error::InvalidPin)?;
         }
         let attestation = attestation::attestation()?;
-        let (events_tx, events_rx) = mpsc::channel();
+        let (events_tx, events_rx) = mpsc::sync_channel(EVENT_QUEUE_LEN);
         let (jobs_tx, jobs_rx) = mpsc::sync_channel(JOB_QUEUE_LEN);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let shared = Arc::new(Shared::new(config.touch, events_tx.clone()));
@@ -185,7 +191,9 @@ impl VirtKey {
     }
 
     /// Host → key: one 64-byte HID output report (without the Linux hidraw report-id byte).
-    /// Processing is asynchronous; answers come from [`VirtKey::read_report`].
+    /// Processing is asynchronous; answers come from [`VirtKey::read_report`]. While the key has
+    /// a few hundred reports not yet processed, this waits for it to catch up (a USB OUT
+    /// endpoint NAKs likewise), so a host writing without end does not grow memory.
     pub fn write_report(&self, report: &[u8; REPORT_LEN]) -> Result<(), Error> {
         self.events
             .send(Event::Report(*report))
@@ -564,7 +572,7 @@ mod tests {
 
     /// A pipe thread wired to a job queue of `capacity` that the test plays firmware for.
     struct PipeRig {
-        events: Sender<Event>,
+        events: SyncSender<Event>,
         jobs: Receiver<Job>,
         outbox: Arc<Outbox>,
         thread: Option<JoinHandle<()>>,
@@ -572,7 +580,7 @@ mod tests {
 
     impl PipeRig {
         fn start(capacity: usize, prefill: usize) -> Self {
-            let (events_tx, events_rx) = mpsc::channel();
+            let (events_tx, events_rx) = mpsc::sync_channel(EVENT_QUEUE_LEN);
             let (jobs_tx, jobs_rx) = mpsc::sync_channel(capacity);
             for _ in 0..prefill {
                 jobs_tx

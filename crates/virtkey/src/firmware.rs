@@ -4,7 +4,7 @@
 
 use std::sync::{
     Arc,
-    mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender},
+    mpsc::{Receiver, RecvTimeoutError, SyncSender},
 };
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ pub(crate) struct Firmware {
     pub(crate) attestation: Arc<Attestation>,
     pub(crate) pin: Option<String>,
     pub(crate) jobs: Receiver<Job>,
-    pub(crate) events: Sender<Event>,
+    pub(crate) events: SyncSender<Event>,
     /// Start-up result: sent once the firmware is ready to serve (or failed).
     pub(crate) ready: SyncSender<Result<(), Error>>,
 }
@@ -197,7 +197,7 @@ impl Firmware {
     }
 }
 
-struct StopNotice(Sender<Event>);
+struct StopNotice(SyncSender<Event>);
 
 impl Drop for StopNotice {
     fn drop(&mut self) {

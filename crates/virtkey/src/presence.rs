@@ -22,7 +22,7 @@ use std::{
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::Sender,
+        mpsc::SyncSender,
     },
     time::{Duration, Instant},
 };
@@ -94,11 +94,11 @@ pub(crate) struct Shared {
     changed: Condvar,
     /// Tells the pipe thread that a job started or stopped waiting for presence, so it can send
     /// a KEEPALIVE with the new status at once.
-    events: Sender<Event>,
+    events: SyncSender<Event>,
 }
 
 impl Shared {
-    pub(crate) fn new(policy: TouchPolicy, events: Sender<Event>) -> Self {
+    pub(crate) fn new(policy: TouchPolicy, events: SyncSender<Event>) -> Self {
         Self {
             state: Mutex::new(State {
                 policy,
@@ -192,7 +192,11 @@ impl Shared {
         let mut state = self.lock();
         let (job, flag) = state.current.clone().unzip();
         state.waiting = job;
+        // Not under the lock: the event queue is bounded, and the pipe thread that makes room
+        // in it takes this lock to ask whether the job waits.
+        drop(state);
         self.notify_pipe(job);
+        let mut state = self.lock();
         let verdict = loop {
             if state.stopping || flag.as_ref().is_some_and(CancelFlag::is_set) {
                 break Verdict::Cancelled;
@@ -301,7 +305,7 @@ mod tests {
     use super::*;
 
     fn shared(policy: TouchPolicy) -> (Arc<Shared>, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(16);
         (Arc::new(Shared::new(policy, tx)), rx)
     }
 
@@ -398,5 +402,37 @@ mod tests {
         shared.cancel(&flag);
         assert!(in_job.is_set());
         assert!(!shared.begin_job(2, &in_job));
+    }
+
+    #[test]
+    fn a_full_event_queue_does_not_block_the_state_while_announcing_a_wait() {
+        let (tx, events) = mpsc::sync_channel(1);
+        let shared = Arc::new(Shared::new(TouchPolicy::Never, tx.clone()));
+        tx.send(Event::HostReset).unwrap();
+        let flag = CancelFlag::default();
+        assert!(shared.begin_job(5, &flag));
+        let waiter = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || shared.wait_for_touch(Duration::from_secs(30)))
+        };
+        // The waiter is stuck announcing its wait until the queue has room; meanwhile the
+        // state stays usable, as the pipe thread needs it to drain the queue.
+        let (answer_tx, answer_rx) = mpsc::channel();
+        {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !shared.is_waiting(5) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                answer_tx.send(shared.is_waiting(5)).unwrap();
+            });
+        }
+        assert_eq!(answer_rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        assert!(matches!(events.recv(), Ok(Event::HostReset)));
+        assert!(matches!(events.recv(), Ok(Event::PresenceChanged(5))));
+        shared.cancel(&flag);
+        assert_eq!(waiter.join().unwrap(), Verdict::Cancelled);
+        assert!(matches!(events.recv(), Ok(Event::PresenceChanged(5))));
     }
 }
