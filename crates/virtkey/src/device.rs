@@ -47,7 +47,9 @@ const EVENT_QUEUE_LEN: usize = 256;
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// Reports the host has not read yet, at most. A real key cannot queue more than its endpoint
 /// buffer; here the bound only keeps a host that never reads from growing memory without end.
-/// Reports beyond it are dropped.
+/// A message that does not fit whole is dropped whole (counted and logged): cutting one short
+/// would leave the host a frame whose continuation packets never come. The largest message
+/// (129 reports) is far below the bound.
 const MAX_QUEUED_REPORTS: usize = 4096;
 /// A NFCCTAP_MSG (CLA 0x80 or chained 0x90, INS 0x10), refused on a U2F-only key.
 const INS_NFCCTAP_MSG: u8 = 0x10;
@@ -389,7 +391,7 @@ fn run_pipe(
             let mut failed = Vec::new();
             for action in actions.drain(..) {
                 match action {
-                    Action::Report(report) => outbox.push(report),
+                    Action::Message(reports) => outbox.push_message(&reports),
                     Action::Submit {
                         job,
                         command,
@@ -440,6 +442,10 @@ struct OutboxInner {
     /// Each report with the instant it becomes readable.
     queue: VecDeque<(Instant, [u8; REPORT_LEN])>,
     last_ready: Option<Instant>,
+    /// Messages dropped whole because they did not fit, over the outbox's life.
+    dropped_messages: u64,
+    /// The last message offered was dropped (so only the first drop of a run is logged).
+    dropping: bool,
     closed: bool,
     /// Moved on by [`Outbox::interrupt`]; ends [`Outbox::pop_in_epoch`] waits of older epochs.
     epoch: u64,
@@ -451,6 +457,8 @@ impl Outbox {
             inner: Mutex::new(OutboxInner {
                 queue: VecDeque::new(),
                 last_ready: None,
+                dropped_messages: 0,
+                dropping: false,
                 closed: false,
                 epoch: 0,
             }),
@@ -463,21 +471,33 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, report: [u8; REPORT_LEN]) {
+    /// Queues the reports of one message, all of them or, when they do not fit, none.
+    fn push_message(&self, reports: &[[u8; REPORT_LEN]]) {
         let mut inner = self.lock();
-        if inner.queue.len() >= MAX_QUEUED_REPORTS {
+        if inner.queue.len().saturating_add(reports.len()) > MAX_QUEUED_REPORTS {
+            inner.dropped_messages = inner.dropped_messages.saturating_add(1);
+            if !std::mem::replace(&mut inner.dropping, true) {
+                tracing::warn!(
+                    dropped = inner.dropped_messages,
+                    queued = inner.queue.len(),
+                    "the host does not read; dropping whole messages to it"
+                );
+            }
             return;
         }
+        inner.dropping = false;
         let now = Instant::now();
-        let ready = match self.pacing {
-            Some(pacing) => {
-                let after = inner.last_ready.map_or(now, |last| last.max(now));
-                after.checked_add(pacing).unwrap_or(after)
-            }
-            None => now,
-        };
-        inner.last_ready = Some(ready);
-        inner.queue.push_back((ready, report));
+        for &report in reports {
+            let ready = match self.pacing {
+                Some(pacing) => {
+                    let after = inner.last_ready.map_or(now, |last| last.max(now));
+                    after.checked_add(pacing).unwrap_or(after)
+                }
+                None => now,
+            };
+            inner.last_ready = Some(ready);
+            inner.queue.push_back((ready, report));
+        }
         drop(inner);
         self.available.notify_all();
     }
@@ -694,9 +714,8 @@ mod tests {
     fn outbox_paces_reports() {
         let outbox = Outbox::new(Some(Duration::from_millis(20)));
         let start = Instant::now();
-        outbox.push([1; REPORT_LEN]);
-        outbox.push([2; REPORT_LEN]);
-        outbox.push([3; REPORT_LEN]);
+        outbox.push_message(&[[1; REPORT_LEN], [2; REPORT_LEN]]);
+        outbox.push_message(&[[3; REPORT_LEN]]);
         assert_eq!(
             outbox.pop(Duration::from_secs(1)).unwrap(),
             Some([1; REPORT_LEN])
@@ -718,7 +737,7 @@ mod tests {
         let start = Instant::now();
         assert_eq!(outbox.pop(Duration::from_millis(30)).unwrap(), None);
         assert!(start.elapsed() >= Duration::from_millis(30));
-        outbox.push([7; REPORT_LEN]);
+        outbox.push_message(&[[7; REPORT_LEN]]);
         outbox.close();
         assert_eq!(outbox.pop(Duration::ZERO).unwrap(), Some([7; REPORT_LEN]));
         assert!(matches!(outbox.pop(Duration::ZERO), Err(Error::Stopped)));
@@ -728,16 +747,43 @@ mod tests {
     fn outbox_is_bounded() {
         let outbox = Outbox::new(None);
         for _ in 0..MAX_QUEUED_REPORTS + 10 {
-            outbox.push([0; REPORT_LEN]);
+            outbox.push_message(&[[0; REPORT_LEN]]);
         }
         assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+        assert_eq!(outbox.lock().dropped_messages, 10);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_whole_messages_never_part_of_one() {
+        let outbox = Outbox::new(None);
+        for _ in 0..MAX_QUEUED_REPORTS - 2 {
+            outbox.push_message(&[[0; REPORT_LEN]]);
+        }
+        // Three reports (an initialization packet and two continuations) with room for two:
+        // none of them is queued.
+        let message = [[0x81; REPORT_LEN], [0x00; REPORT_LEN], [0x01; REPORT_LEN]];
+        outbox.push_message(&message);
+        assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS - 2);
+        assert_eq!(outbox.lock().dropped_messages, 1);
+        // A message that fits still goes in, whole.
+        outbox.push_message(&message[..2]);
+        assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+        let queued: Vec<_> = outbox.lock().queue.iter().map(|&(_, r)| r).collect();
+        assert_eq!(&queued[MAX_QUEUED_REPORTS - 2..], &message[..2]);
+        // Once the host reads, whole messages fit again.
+        for _ in 0..3 {
+            outbox.pop(Duration::ZERO).unwrap().unwrap();
+        }
+        outbox.push_message(&message);
+        assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+        assert_eq!(outbox.lock().dropped_messages, 1);
     }
 
     #[test]
     fn epoch_reads_end_on_interrupt_and_clear_drops_reports() {
         let outbox = Arc::new(Outbox::new(None));
         let epoch = outbox.epoch();
-        outbox.push([4; REPORT_LEN]);
+        outbox.push_message(&[[4; REPORT_LEN]]);
         assert_eq!(outbox.pop_in_epoch(epoch).unwrap(), Some([4; REPORT_LEN]));
         let waiter = {
             let outbox = Arc::clone(&outbox);
@@ -748,10 +794,10 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         outbox.interrupt();
         assert_eq!(waiter.join().unwrap().unwrap(), None);
-        outbox.push([5; REPORT_LEN]);
+        outbox.push_message(&[[5; REPORT_LEN]]);
         assert_eq!(outbox.pop_in_epoch(epoch).unwrap(), None);
         outbox.clear();
-        outbox.push([6; REPORT_LEN]);
+        outbox.push_message(&[[6; REPORT_LEN]]);
         assert_eq!(
             outbox.pop_in_epoch(outbox.epoch()).unwrap(),
             Some([6; REPORT_LEN])
