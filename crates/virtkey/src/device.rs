@@ -23,6 +23,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use zeroize::Zeroizing;
+
 use crate::{
     Config, Error, JOB_QUEUE_LEN, TouchPolicy,
     attestation::{self, AAGUID, Attestation},
@@ -110,8 +112,10 @@ impl VirtKey {
     /// process like a batch certificate) the attestation material, writes it
     /// into a fresh RAM filesystem, starts the firmware, sets the preset PIN if any, and starts
     /// the CTAPHID pipe. Returns once the key is ready for reports and APDUs.
-    pub fn start(config: Config) -> Result<Self, Error> {
-        if let Some(pin) = &config.pin {
+    pub fn start(mut config: Config) -> Result<Self, Error> {
+        // Moved, not copied, into memory that is wiped after use.
+        let pin = config.pin.take().map(Zeroizing::new);
+        if let Some(pin) = &pin {
             pin::validate(pin).map_err(Error::InvalidPin)?;
         }
         let attestation = attestation::attestation()?;
@@ -123,7 +127,7 @@ impl VirtKey {
         let firmware = Firmware {
             shared: Arc::clone(&shared),
             attestation: Arc::clone(&attestation),
-            pin: config.pin.clone(),
+            pin,
             jobs: jobs_rx,
             events: events_tx.clone(),
             ready: ready_tx,

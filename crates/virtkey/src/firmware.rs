@@ -20,6 +20,7 @@ use trussed::{
     virt::{self, StoreConfig},
 };
 use trussed_staging::virt::{BackendIds, Dispatcher};
+use zeroize::Zeroizing;
 
 use crate::{
     Error,
@@ -82,7 +83,8 @@ pub(crate) enum Work {
 pub(crate) struct Firmware {
     pub(crate) shared: Arc<Shared>,
     pub(crate) attestation: Arc<Attestation>,
-    pub(crate) pin: Option<String>,
+    /// The preset PIN, wiped when the firmware thread is done with it.
+    pub(crate) pin: Option<Zeroizing<String>>,
     pub(crate) jobs: Receiver<Job>,
     pub(crate) events: SyncSender<Event>,
     /// Start-up result: sent once the firmware is ready to serve (or failed).
@@ -91,7 +93,9 @@ pub(crate) struct Firmware {
 
 impl Firmware {
     /// Runs the firmware until every job sender is gone or the key stops.
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
+        // Owned here so that it is wiped as soon as the PIN is set, not when the thread ends.
+        let mut pin = self.pin.take();
         // Tells the pipe thread when this thread ends, also by unwinding from a panic in the
         // firmware, so that a request waiting for it does not wait forever.
         let _notice = StopNotice(self.events.clone());
@@ -111,12 +115,12 @@ impl Firmware {
                 .user_interface()
                 .set_inner(Box::new(VirtUi(Arc::clone(&self.shared))));
             platform.run_client_with_backends("fido", Dispatcher::default(), BACKENDS, |client| {
-                self.serve(client);
+                self.serve(client, pin.take());
             });
         });
     }
 
-    fn serve(&self, client: trussed_staging::virt::Client<'_>) {
+    fn serve(&self, client: trussed_staging::virt::Client<'_>, pin: Option<Zeroizing<String>>) {
         let mut authenticator = Authenticator::new(
             client,
             PresenceGate(&self.shared),
@@ -148,8 +152,8 @@ impl Firmware {
         let mut hid = HidDispatch::new(hid_rp);
         let mut nfc = ApduDispatch::new(contact_rp, nfc_rp);
 
-        if let Some(pin) = &self.pin {
-            let result = pin::set_pin(pin, |request| {
+        if let Some(pin) = pin {
+            let result = pin::set_pin(&pin, |request| {
                 hid_call(
                     &mut hid_rq,
                     &mut hid,

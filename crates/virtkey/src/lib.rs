@@ -116,7 +116,9 @@ pub enum TouchPolicy {
 
 /// Settings of a [`VirtKey`]. Build it as `Config { field: value, ..Config::default() }`; more
 /// fields (test-rig knobs) may be added later.
-#[derive(Clone, Debug, Eq, PartialEq)]
+///
+/// Its `Debug` output shows whether a PIN is set, never the PIN.
+#[derive(Clone, Eq, PartialEq)]
 pub struct Config {
     /// User presence.
     pub touch: TouchPolicy,
@@ -154,6 +156,37 @@ impl Default for Config {
             continuation_timeout: Duration::from_millis(500),
             force_status: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Stands in for a secret in `Debug` output.
+        struct Redacted;
+        impl std::fmt::Debug for Redacted {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("<redacted>")
+            }
+        }
+        // Destructured so that a new field cannot be left out of the output unnoticed.
+        let Self {
+            touch,
+            pin,
+            u2f_only,
+            keepalive_interval,
+            report_pacing,
+            continuation_timeout,
+            force_status,
+        } = self;
+        f.debug_struct("Config")
+            .field("touch", touch)
+            .field("pin", &pin.as_ref().map(|_| Redacted))
+            .field("u2f_only", u2f_only)
+            .field("keepalive_interval", keepalive_interval)
+            .field("report_pacing", report_pacing)
+            .field("continuation_timeout", continuation_timeout)
+            .field("force_status", force_status)
+            .finish()
     }
 }
 
@@ -217,6 +250,20 @@ mod tests {
         assert_eq!(config.force_status, None);
         assert_eq!(FIDO2_UP_TIMEOUT, Duration::from_secs(30));
         assert_eq!(U2F_UP_TIMEOUT, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn debug_output_hides_the_pin() {
+        let config = Config {
+            pin: Some("918273".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("918273"), "{shown}");
+        assert!(shown.contains("pin: Some(<redacted>)"), "{shown}");
+        assert!(shown.contains("touch: Auto"), "{shown}");
+        let shown = format!("{:#?}", Config::default());
+        assert!(shown.contains("pin: None"), "{shown}");
     }
 
     #[test]
