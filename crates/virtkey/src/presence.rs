@@ -374,7 +374,8 @@ mod tests {
         let start = Instant::now();
         shared.cancel(&flag);
         assert_eq!(waiter.join().unwrap(), Verdict::Cancelled);
-        assert!(start.elapsed() < Duration::from_secs(1));
+        // Far below the 30 s timeout, loose enough for a loaded machine.
+        assert!(start.elapsed() < Duration::from_secs(5));
         shared.end_job();
     }
 
