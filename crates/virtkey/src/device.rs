@@ -7,9 +7,13 @@
 //!   cancellation mark ([`CancelFlag`]), which whoever abandons the job sets;
 //! - trussed's own service thread, started by the virt platform;
 //! - the pipe thread owns the CTAPHID state machine ([`crate::ctaphid::Pipe`]) and waits on one
-//!   event channel (host reports, firmware replies, presence changes) with a timeout set to the
-//!   next keepalive or continuation deadline, so it stays responsive while the firmware blocks
-//!   in a presence wait.
+//!   event channel (host reports, firmware replies, presence changes, stop) with a timeout set
+//!   to the next keepalive or continuation deadline, so it stays responsive while the firmware
+//!   blocks in a presence wait; with no deadline it waits without timeout.
+//!
+//! Neither of this crate's threads wakes up while the key is idle: shutdown wakes them
+//! explicitly (an [`Event::Stop`] for the pipe thread; for the firmware thread the end of the
+//! job queue, whose senders go with the `VirtKey` and the pipe thread).
 //!
 //! Reports for the host go to an outbox that [`VirtKey::read_report`] waits on.
 
@@ -45,8 +49,6 @@ const FIRMWARE_STACK: usize = 8 * 1024 * 1024;
 /// report. Nobody sends while holding a lock the pipe thread needs, and the pipe thread itself
 /// never blocks on anything but this queue, so every sender gets through.
 const EVENT_QUEUE_LEN: usize = 256;
-/// An idle pipe thread wakes up this often even without events.
-const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// Reports the host has not read yet, at most. A real key cannot queue more than its endpoint
 /// buffer; here the bound only keeps a host that never reads from growing memory without end.
 /// A message that does not fit whole is dropped whole (counted and logged): cutting one short
@@ -366,14 +368,14 @@ fn run_pipe(
     // the one it is busy with.
     let mut live: Option<(JobId, CancelFlag)> = None;
     loop {
-        let now = Instant::now();
-        let wait = pipe
-            .next_deadline()
-            .map_or(IDLE_WAKE, |deadline| {
-                deadline.saturating_duration_since(now)
-            })
-            .min(IDLE_WAKE);
-        match events.recv_timeout(wait) {
+        // Only a keepalive or continuation deadline wakes the thread without an event.
+        let event = match pipe.next_deadline() {
+            Some(deadline) => {
+                events.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            }
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
             Ok(Event::Report(report)) => pipe.on_report(&report, Instant::now(), &mut actions),
             Ok(Event::Reply { job, reply }) => {
                 if live.as_ref().is_some_and(|(id, _)| *id == job) {
@@ -580,12 +582,19 @@ impl Outbox {
             if deadline.is_some_and(|deadline| now >= deadline) {
                 return Ok(None);
             }
-            let wait = wake.map_or(IDLE_WAKE, |wake| wake.saturating_duration_since(now));
-            inner = self
-                .available
-                .wait_timeout(inner, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            inner = match wake {
+                Some(wake) => {
+                    self.available
+                        .wait_timeout(inner, wake.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                // A timeout beyond Instant's range: wait for a push or the close.
+                None => self
+                    .available
+                    .wait(inner)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 }

@@ -4,9 +4,8 @@
 
 use std::sync::{
     Arc,
-    mpsc::{Receiver, RecvTimeoutError, SyncSender},
+    mpsc::{Receiver, SyncSender},
 };
-use std::time::Duration;
 
 use apdu_dispatch::dispatch::ApduDispatch;
 use ctaphid_dispatch::{DEFAULT_MESSAGE_SIZE, Dispatch, InterchangeResponse, app::Command};
@@ -40,9 +39,6 @@ pub(crate) const MAX_APDU_LEN: usize = apdu_dispatch::interchanges::SIZE;
 /// ISO 7816-4 status words used when no APDU reaches the firmware.
 const SW_WRONG_LENGTH: [u8; 2] = [0x67, 0x00];
 const SW_NO_PRECISE_DIAGNOSIS: [u8; 2] = [0x6f, 0x00];
-
-/// How often an idle firmware thread checks whether the key is stopping.
-const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// Core trussed plus the staging backend (hkdf, fs-info, chunked), which fido-authenticator
 /// needs.
@@ -171,12 +167,9 @@ impl Firmware {
             return;
         }
 
-        loop {
-            let job = match self.jobs.recv_timeout(IDLE_CHECK) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) if !self.shared.is_stopping() => continue,
-                Err(_) => break,
-            };
+        // No timeout: the queue ends (every sender dropped) when the key is dropped, which is
+        // what wakes an idle firmware thread for good.
+        while let Ok(job) = self.jobs.recv() {
             if self.shared.is_stopping() {
                 break;
             }

@@ -215,16 +215,20 @@ impl Shared {
             if deadline.is_some_and(|deadline| now >= deadline) {
                 break Verdict::TimedOut;
             }
-            // A wait without deadline happens only for a timeout beyond Instant's range; wake up
-            // now and then anyway so that every wait stays bounded.
-            let wait = wake.map_or(Duration::from_secs(1), |wake| {
-                wake.saturating_duration_since(now)
-            });
-            state = self
-                .changed
-                .wait_timeout(state, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state = match wake {
+                Some(wake) => {
+                    self.changed
+                        .wait_timeout(state, wake.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                // A timeout beyond Instant's range (Never): only a policy change, a cancel or
+                // the stop ends the wait, and each of them notifies.
+                None => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         };
         state.waiting = None;
         state.touch = verdict == Verdict::Present;
