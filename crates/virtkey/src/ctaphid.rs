@@ -102,8 +102,9 @@ pub(crate) enum HidReply {
 /// What the owner of a [`Pipe`] has to do.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub(crate) enum Action {
-    /// Send this report to the host.
-    Report([u8; REPORT_LEN]),
+    /// Send this message to the host: its reports in order, an initialization packet and its
+    /// continuation packets (CTAP 2.2 §11.2.4). A message goes out whole or not at all.
+    Message(Vec<[u8; REPORT_LEN]>),
     /// Run this request in the firmware; answer with [`Pipe::on_reply`].
     Submit {
         job: JobId,
@@ -552,27 +553,29 @@ fn error_report(cid: u32, code: u8) -> Action {
     report[..4].copy_from_slice(&cid.to_be_bytes());
     report[4] = 0x80 | cmd::ERROR;
     report[5..8].copy_from_slice(&[0x00, 0x01, code]);
-    Action::Report(report)
+    Action::Message(vec![report])
 }
 
 /// Frames a message into reports. `data` is at most [`MAX_FRAMED_LEN`] bytes (checked by
 /// every caller), so BCNT fits in 16 bits and SEQ stays below 0x80.
 fn push_message(cid: u32, command: u8, data: &[u8], out: &mut Vec<Action>) {
     let bcnt = u16::try_from(data.len()).unwrap_or(u16::MAX);
+    let (first, rest) = data.split_at(data.len().min(INIT_DATA_LEN));
+    let mut reports = Vec::with_capacity(1 + rest.len().div_ceil(CONT_DATA_LEN));
     let mut report = [0u8; REPORT_LEN];
     report[..4].copy_from_slice(&cid.to_be_bytes());
     report[4] = 0x80 | command;
     report[5..7].copy_from_slice(&bcnt.to_be_bytes());
-    let (first, rest) = data.split_at(data.len().min(INIT_DATA_LEN));
     report[7..7 + first.len()].copy_from_slice(first);
-    out.push(Action::Report(report));
+    reports.push(report);
     for (seq, chunk) in (0u8..0x80).zip(rest.chunks(CONT_DATA_LEN)) {
         let mut report = [0u8; REPORT_LEN];
         report[..4].copy_from_slice(&cid.to_be_bytes());
         report[4] = seq;
         report[5..5 + chunk.len()].copy_from_slice(chunk);
-        out.push(Action::Report(report));
+        reports.push(report);
     }
+    out.push(Action::Message(reports));
 }
 
 #[cfg(test)]
@@ -608,9 +611,10 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Report(r) => Some(*r),
+                Action::Message(reports) => Some(reports.iter().copied()),
                 _ => None,
             })
+            .flatten()
             .collect()
     }
 
@@ -730,6 +734,8 @@ mod tests {
         pipe.on_report(&cont_packet(cid, 1, &data[116..175]), now, &mut out);
         assert!(out.is_empty());
         pipe.on_report(&cont_packet(cid, 2, &data[175..]), now, &mut out);
+        // One action carries the whole reply, so it is queued or dropped as a unit.
+        assert!(matches!(out.as_slice(), [Action::Message(reports)] if reports.len() == 4));
         let r = reports(&out);
         assert_eq!(r.len(), 4);
         assert_eq!(r[0], init_packet(cid, cmd::PING, 200, &data[..57]));
@@ -832,7 +838,7 @@ mod tests {
             out,
             vec![
                 Action::Wink,
-                Action::Report(init_packet(cid, cmd::WINK, 0, &[]))
+                Action::Message(vec![init_packet(cid, cmd::WINK, 0, &[])])
             ]
         );
     }
@@ -919,7 +925,7 @@ mod tests {
             out,
             vec![
                 Action::Abandon(job),
-                Action::Report(init_packet(a, cmd::CBOR, 1, &[0x2d]))
+                Action::Message(vec![init_packet(a, cmd::CBOR, 1, &[0x2d])])
             ]
         );
         let mut out = Vec::new();
@@ -1018,6 +1024,7 @@ mod tests {
     fn largest_message_frames_into_129_reports() {
         let mut out = Vec::new();
         push_message(1, cmd::CBOR, &vec![0x55; MAX_FRAMED_LEN], &mut out);
+        assert_eq!(out.len(), 1);
         let r = reports(&out);
         assert_eq!(r.len(), 129);
         assert_eq!(r[128][4], 0x7f);
@@ -1035,7 +1042,12 @@ mod tests {
         pipe.on_report(&init_packet(cid, cmd::CBOR, 1, &[0x04]), now, &mut out);
         assert_eq!(
             out,
-            vec![Action::Report(init_packet(cid, cmd::CBOR, 1, &[0x2f]))]
+            vec![Action::Message(vec![init_packet(
+                cid,
+                cmd::CBOR,
+                1,
+                &[0x2f]
+            )])]
         );
         assert_eq!(pipe.busy_job(), None);
         // Other commands are untouched: PING echoes, MSG goes to the firmware.

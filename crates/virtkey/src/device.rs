@@ -2,12 +2,18 @@
 //!
 //! Three threads per key:
 //! - the firmware thread ([`crate::firmware`]) runs fido-authenticator inside
-//!   `trussed::virt::with_platform`, taking one job at a time from a channel;
+//!   `trussed::virt::with_platform`, taking one job at a time from a bounded queue
+//!   ([`crate::JOB_QUEUE_LEN`]; a full queue refuses new work). Each job carries its own
+//!   cancellation mark ([`CancelFlag`]), which whoever abandons the job sets;
 //! - trussed's own service thread, started by the virt platform;
 //! - the pipe thread owns the CTAPHID state machine ([`crate::ctaphid::Pipe`]) and waits on one
-//!   event channel (host reports, firmware replies, presence changes) with a timeout set to the
-//!   next keepalive or continuation deadline, so it stays responsive while the firmware blocks
-//!   in a presence wait.
+//!   event channel (host reports, firmware replies, presence changes, stop) with a timeout set
+//!   to the next keepalive or continuation deadline, so it stays responsive while the firmware
+//!   blocks in a presence wait; with no deadline it waits without timeout.
+//!
+//! Neither of this crate's threads wakes up while the key is idle: shutdown wakes them
+//! explicitly (an [`Event::Stop`] for the pipe thread; for the firmware thread the end of the
+//! job queue, whose senders go with the `VirtKey` and the pipe thread).
 //!
 //! Reports for the host go to an outbox that [`VirtKey::read_report`] waits on.
 
@@ -15,19 +21,21 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
-        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
+use zeroize::Zeroizing;
+
 use crate::{
-    Config, Error, TouchPolicy,
+    Config, Error, JOB_QUEUE_LEN, TouchPolicy,
     attestation::{self, AAGUID, Attestation},
     ctaphid::{Action, HidReply, Pipe, PipeConfig, REPORT_LEN, err},
-    firmware::{Firmware, Job, MAX_APDU_LEN, MAX_MSG_SIZE},
+    firmware::{Firmware, Job, MAX_APDU_LEN, MAX_MSG_SIZE, Work},
     pin,
-    presence::{JobId, Shared, next_job_id},
+    presence::{CancelFlag, JobId, Shared, next_job_id},
 };
 
 /// How long [`VirtKey::start`] waits for the firmware to come up (mounting the RAM filesystem,
@@ -35,11 +43,17 @@ use crate::{
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stack of the firmware thread: the firmware keeps several message-sized buffers on the stack.
 const FIRMWARE_STACK: usize = 8 * 1024 * 1024;
-/// An idle pipe thread wakes up this often even without events.
-const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// Events waiting for the pipe thread, at most. Most are few by construction (one reply per
+/// job, two presence changes per wait, one stop); host reports are not, and a full queue makes
+/// [`VirtKey::write_report`] wait, as a USB OUT endpoint NAKs until the device takes the
+/// report. Nobody sends while holding a lock the pipe thread needs, and the pipe thread itself
+/// never blocks on anything but this queue, so every sender gets through.
+const EVENT_QUEUE_LEN: usize = 256;
 /// Reports the host has not read yet, at most. A real key cannot queue more than its endpoint
 /// buffer; here the bound only keeps a host that never reads from growing memory without end.
-/// Reports beyond it are dropped.
+/// A message that does not fit whole is dropped whole (counted and logged): cutting one short
+/// would leave the host a frame whose continuation packets never come. The largest message
+/// (129 reports) is far below the bound.
 const MAX_QUEUED_REPORTS: usize = 4096;
 /// A NFCCTAP_MSG (CLA 0x80 or chained 0x90, INS 0x10), refused on a U2F-only key.
 const INS_NFCCTAP_MSG: u8 = 0x10;
@@ -76,8 +90,8 @@ pub(crate) enum Event {
 /// Dropping it stops and joins its threads. `VirtKey` is `Send + Sync`; calls from several
 /// threads are fine (as with a real device, interleaved CTAPHID traffic gets CHANNEL_BUSY).
 pub struct VirtKey {
-    events: Sender<Event>,
-    jobs: Option<Sender<Job>>,
+    events: SyncSender<Event>,
+    jobs: Option<SyncSender<Job>>,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
     attestation: Arc<Attestation>,
@@ -100,20 +114,22 @@ impl VirtKey {
     /// process like a batch certificate) the attestation material, writes it
     /// into a fresh RAM filesystem, starts the firmware, sets the preset PIN if any, and starts
     /// the CTAPHID pipe. Returns once the key is ready for reports and APDUs.
-    pub fn start(config: Config) -> Result<Self, Error> {
-        if let Some(pin) = &config.pin {
+    pub fn start(mut config: Config) -> Result<Self, Error> {
+        // Moved, not copied, into memory that is wiped after use.
+        let pin = config.pin.take().map(Zeroizing::new);
+        if let Some(pin) = &pin {
             pin::validate(pin).map_err(Error::InvalidPin)?;
         }
         let attestation = attestation::attestation()?;
-        let (events_tx, events_rx) = mpsc::channel();
-        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (events_tx, events_rx) = mpsc::sync_channel(EVENT_QUEUE_LEN);
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel(JOB_QUEUE_LEN);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let shared = Arc::new(Shared::new(config.touch, events_tx.clone()));
 
         let firmware = Firmware {
             shared: Arc::clone(&shared),
             attestation: Arc::clone(&attestation),
-            pin: config.pin.clone(),
+            pin,
             jobs: jobs_rx,
             events: events_tx.clone(),
             ready: ready_tx,
@@ -123,7 +139,7 @@ impl VirtKey {
             .stack_size(FIRMWARE_STACK)
             .spawn(move || firmware.run())
             .map_err(Error::Spawn)?;
-        let stop_firmware = |thread: JoinHandle<()>, jobs: Sender<Job>| {
+        let stop_firmware = |thread: JoinHandle<()>, jobs: SyncSender<Job>| {
             shared.stop();
             drop(jobs);
             let _ = thread.join();
@@ -183,7 +199,9 @@ impl VirtKey {
     }
 
     /// Host → key: one 64-byte HID output report (without the Linux hidraw report-id byte).
-    /// Processing is asynchronous; answers come from [`VirtKey::read_report`].
+    /// Processing is asynchronous; answers come from [`VirtKey::read_report`]. While the key has
+    /// a few hundred reports not yet processed, this waits for it to catch up (a USB OUT
+    /// endpoint NAKs likewise), so a host writing without end does not grow memory.
     pub fn write_report(&self, report: &[u8; REPORT_LEN]) -> Result<(), Error> {
         self.events
             .send(Event::Report(*report))
@@ -211,7 +229,9 @@ impl VirtKey {
     /// make it on a real card.
     ///
     /// On a timeout the request is abandoned (its presence wait ends, its late answer is
-    /// dropped) and [`Error::Timeout`] is returned.
+    /// dropped; still queued, it never runs) and [`Error::Timeout`] is returned. While the
+    /// firmware's queue is full (the firmware is blocked, e.g. in a presence wait, and
+    /// [`crate::JOB_QUEUE_LEN`] requests wait for it), the APDU is refused with [`Error::Busy`].
     pub fn transmit_apdu(&self, apdu: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
         if apdu.len() > MAX_APDU_LEN {
             return Err(Error::ApduTooLong {
@@ -238,18 +258,24 @@ impl VirtKey {
             });
         }
         let jobs = self.jobs.as_ref().ok_or(Error::Stopped)?;
-        let id = next_job_id();
+        let cancel = CancelFlag::default();
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        jobs.send(Job::Apdu {
-            id,
-            apdu: apdu.to_vec(),
-            reply: reply_tx,
+        jobs.try_send(Job {
+            id: next_job_id(),
+            cancel: cancel.clone(),
+            work: Work::Apdu {
+                apdu: apdu.to_vec(),
+                reply: reply_tx,
+            },
         })
-        .map_err(|_| Error::Stopped)?;
+        .map_err(|error| match error {
+            TrySendError::Full(_) => Error::Busy,
+            TrySendError::Disconnected(_) => Error::Stopped,
+        })?;
         match reply_rx.recv_timeout(timeout) {
             Ok(response) => Ok(response),
             Err(RecvTimeoutError::Timeout) => {
-                self.shared.cancel(id);
+                self.shared.cancel(&cancel);
                 Err(Error::Timeout)
             }
             Err(RecvTimeoutError::Disconnected) => Err(Error::Stopped),
@@ -333,22 +359,30 @@ impl Drop for VirtKey {
 fn run_pipe(
     mut pipe: Pipe,
     events: &Receiver<Event>,
-    jobs: &Sender<Job>,
+    jobs: &SyncSender<Job>,
     outbox: &Outbox,
     shared: &Shared,
 ) {
     let mut actions = Vec::new();
+    // The pipe has at most one HID job in the firmware's hands that it may still abandon:
+    // the one it is busy with.
+    let mut live: Option<(JobId, CancelFlag)> = None;
     loop {
-        let now = Instant::now();
-        let wait = pipe
-            .next_deadline()
-            .map_or(IDLE_WAKE, |deadline| {
-                deadline.saturating_duration_since(now)
-            })
-            .min(IDLE_WAKE);
-        match events.recv_timeout(wait) {
+        // Only a keepalive or continuation deadline wakes the thread without an event.
+        let event = match pipe.next_deadline() {
+            Some(deadline) => {
+                events.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            }
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
             Ok(Event::Report(report)) => pipe.on_report(&report, Instant::now(), &mut actions),
-            Ok(Event::Reply { job, reply }) => pipe.on_reply(job, reply, &mut actions),
+            Ok(Event::Reply { job, reply }) => {
+                if live.as_ref().is_some_and(|(id, _)| *id == job) {
+                    live = None;
+                }
+                pipe.on_reply(job, reply, &mut actions);
+            }
             Ok(Event::PresenceChanged(job)) => {
                 pipe.on_presence_changed(job, shared.is_waiting(job), Instant::now(), &mut actions);
             }
@@ -363,28 +397,38 @@ fn run_pipe(
             let mut failed = Vec::new();
             for action in actions.drain(..) {
                 match action {
-                    Action::Report(report) => outbox.push(report),
+                    Action::Message(reports) => outbox.push_message(&reports),
                     Action::Submit {
                         job,
                         command,
                         payload,
                     } => {
-                        let job_for_firmware = Job::Hid {
+                        let cancel = CancelFlag::default();
+                        let job_for_firmware = Job {
                             id: job,
-                            command,
-                            payload,
+                            cancel: cancel.clone(),
+                            work: Work::Hid { command, payload },
                         };
-                        if jobs.send(job_for_firmware).is_err() {
-                            failed.push(job);
+                        match jobs.try_send(job_for_firmware) {
+                            Ok(()) => live = Some((job, cancel)),
+                            // The firmware is blocked with NFC work queued: busy, as a real
+                            // key answers while another interface has it.
+                            Err(TrySendError::Full(_)) => failed.push((job, err::CHANNEL_BUSY)),
+                            // The firmware thread is gone; answer like a key with an internal
+                            // fault.
+                            Err(TrySendError::Disconnected(_)) => failed.push((job, err::OTHER)),
                         }
                     }
-                    Action::Abandon(job) => shared.cancel(job),
+                    Action::Abandon(job) => {
+                        if let Some((_, cancel)) = live.take_if(|(id, _)| *id == job) {
+                            shared.cancel(&cancel);
+                        }
+                    }
                     Action::Wink => shared.record_wink(),
                 }
             }
-            for job in failed {
-                // The firmware thread is gone; answer like a key with an internal fault.
-                pipe.on_reply(job, HidReply::Error(err::OTHER), &mut actions);
+            for (job, code) in failed {
+                pipe.on_reply(job, HidReply::Error(code), &mut actions);
             }
         }
     }
@@ -404,6 +448,10 @@ struct OutboxInner {
     /// Each report with the instant it becomes readable.
     queue: VecDeque<(Instant, [u8; REPORT_LEN])>,
     last_ready: Option<Instant>,
+    /// Messages dropped whole because they did not fit, over the outbox's life.
+    dropped_messages: u64,
+    /// The last message offered was dropped (so only the first drop of a run is logged).
+    dropping: bool,
     closed: bool,
     /// Moved on by [`Outbox::interrupt`]; ends [`Outbox::pop_in_epoch`] waits of older epochs.
     epoch: u64,
@@ -415,6 +463,8 @@ impl Outbox {
             inner: Mutex::new(OutboxInner {
                 queue: VecDeque::new(),
                 last_ready: None,
+                dropped_messages: 0,
+                dropping: false,
                 closed: false,
                 epoch: 0,
             }),
@@ -427,21 +477,33 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, report: [u8; REPORT_LEN]) {
+    /// Queues the reports of one message, all of them or, when they do not fit, none.
+    fn push_message(&self, reports: &[[u8; REPORT_LEN]]) {
         let mut inner = self.lock();
-        if inner.queue.len() >= MAX_QUEUED_REPORTS {
+        if inner.queue.len().saturating_add(reports.len()) > MAX_QUEUED_REPORTS {
+            inner.dropped_messages = inner.dropped_messages.saturating_add(1);
+            if !std::mem::replace(&mut inner.dropping, true) {
+                tracing::warn!(
+                    dropped = inner.dropped_messages,
+                    queued = inner.queue.len(),
+                    "the host does not read; dropping whole messages to it"
+                );
+            }
             return;
         }
+        inner.dropping = false;
         let now = Instant::now();
-        let ready = match self.pacing {
-            Some(pacing) => {
-                let after = inner.last_ready.map_or(now, |last| last.max(now));
-                after.checked_add(pacing).unwrap_or(after)
-            }
-            None => now,
-        };
-        inner.last_ready = Some(ready);
-        inner.queue.push_back((ready, report));
+        for &report in reports {
+            let ready = match self.pacing {
+                Some(pacing) => {
+                    let after = inner.last_ready.map_or(now, |last| last.max(now));
+                    after.checked_add(pacing).unwrap_or(after)
+                }
+                None => now,
+            };
+            inner.last_ready = Some(ready);
+            inner.queue.push_back((ready, report));
+        }
         drop(inner);
         self.available.notify_all();
     }
@@ -520,12 +582,19 @@ impl Outbox {
             if deadline.is_some_and(|deadline| now >= deadline) {
                 return Ok(None);
             }
-            let wait = wake.map_or(IDLE_WAKE, |wake| wake.saturating_duration_since(now));
-            inner = self
-                .available
-                .wait_timeout(inner, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            inner = match wake {
+                Some(wake) => {
+                    self.available
+                        .wait_timeout(inner, wake.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                // A timeout beyond Instant's range: wait for a push or the close.
+                None => self
+                    .available
+                    .wait(inner)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 }
@@ -534,13 +603,132 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    /// A pipe thread wired to a job queue of `capacity` that the test plays firmware for.
+    struct PipeRig {
+        events: SyncSender<Event>,
+        jobs: Receiver<Job>,
+        outbox: Arc<Outbox>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl PipeRig {
+        fn start(capacity: usize, prefill: usize) -> Self {
+            let (events_tx, events_rx) = mpsc::sync_channel(EVENT_QUEUE_LEN);
+            let (jobs_tx, jobs_rx) = mpsc::sync_channel(capacity);
+            for _ in 0..prefill {
+                jobs_tx
+                    .try_send(Job {
+                        id: next_job_id(),
+                        cancel: CancelFlag::default(),
+                        work: Work::Hid {
+                            command: crate::ctaphid::HidCommand::Cbor,
+                            payload: vec![0x04],
+                        },
+                    })
+                    .unwrap();
+            }
+            let outbox = Arc::new(Outbox::new(None));
+            let shared = Arc::new(Shared::new(TouchPolicy::Auto, events_tx.clone()));
+            let pipe = Pipe::new(PipeConfig {
+                u2f_only: false,
+                keepalive_interval: Duration::from_secs(60),
+                continuation_timeout: Duration::from_secs(60),
+                max_msg_size: MAX_MSG_SIZE,
+                force_status: None,
+            });
+            let thread = {
+                let outbox = Arc::clone(&outbox);
+                thread::spawn(move || run_pipe(pipe, &events_rx, &jobs_tx, &outbox, &shared))
+            };
+            Self {
+                events: events_tx,
+                jobs: jobs_rx,
+                outbox,
+                thread: Some(thread),
+            }
+        }
+
+        fn write(&self, report: [u8; REPORT_LEN]) {
+            self.events.send(Event::Report(report)).unwrap();
+        }
+
+        fn read(&self) -> [u8; REPORT_LEN] {
+            self.outbox.pop(Duration::from_secs(5)).unwrap().unwrap()
+        }
+
+        /// INIT on the broadcast channel; returns the new channel.
+        fn open(&self) -> [u8; 4] {
+            let mut init = [0u8; REPORT_LEN];
+            init[..8].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x86, 0x00, 0x08, 0x01]);
+            self.write(init);
+            let reply = self.read();
+            assert_eq!(reply[4], 0x86);
+            [reply[15], reply[16], reply[17], reply[18]]
+        }
+
+        /// A one-byte CTAPHID request with this command on `cid`.
+        fn request(&self, cid: [u8; 4], command: u8, byte: Option<u8>) {
+            let mut report = [0u8; REPORT_LEN];
+            report[..4].copy_from_slice(&cid);
+            report[4] = 0x80 | command;
+            if let Some(byte) = byte {
+                report[5..8].copy_from_slice(&[0x00, 0x01, byte]);
+            }
+            self.write(report);
+        }
+    }
+
+    impl Drop for PipeRig {
+        fn drop(&mut self) {
+            let _ = self.events.send(Event::Stop);
+            if let Some(thread) = self.thread.take() {
+                thread.join().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_job_queue_answers_channel_busy() {
+        let rig = PipeRig::start(1, 1);
+        let cid = rig.open();
+        // getInfo while the firmware's queue is full: nothing is queued, the host hears busy.
+        rig.request(cid, 0x10, Some(0x04));
+        let reply = rig.read();
+        assert_eq!(&reply[..4], &cid);
+        assert_eq!(&reply[4..8], &[0xbf, 0x00, 0x01, 0x06]);
+        assert_eq!(rig.jobs.try_iter().count(), 1);
+        // Room again: the next request reaches the firmware.
+        rig.request(cid, 0x10, Some(0x04));
+        let job = rig.jobs.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(matches!(job.work, Work::Hid { ref payload, .. } if payload == &[0x04]));
+    }
+
+    #[test]
+    fn cancel_marks_the_job_it_abandons() {
+        let rig = PipeRig::start(4, 0);
+        let cid = rig.open();
+        rig.request(cid, 0x10, Some(0x01));
+        let job = rig.jobs.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!job.cancel.is_set());
+        rig.request(cid, 0x11, None);
+        let reply = rig.read();
+        assert_eq!(
+            &reply[..8],
+            &[cid[0], cid[1], cid[2], cid[3], 0x90, 0x00, 0x01, 0x2d]
+        );
+        assert!(job.cancel.is_set());
+        // A later job has its own, unset mark.
+        rig.request(cid, 0x10, Some(0x04));
+        let next = rig.jobs.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!next.cancel.is_set());
+    }
+
     #[test]
     fn outbox_paces_reports() {
         let outbox = Outbox::new(Some(Duration::from_millis(20)));
         let start = Instant::now();
-        outbox.push([1; REPORT_LEN]);
-        outbox.push([2; REPORT_LEN]);
-        outbox.push([3; REPORT_LEN]);
+        outbox.push_message(&[[1; REPORT_LEN], [2; REPORT_LEN]]);
+        outbox.push_message(&[[3; REPORT_LEN]]);
         assert_eq!(
             outbox.pop(Duration::from_secs(1)).unwrap(),
             Some([1; REPORT_LEN])
@@ -562,7 +750,7 @@ mod tests {
         let start = Instant::now();
         assert_eq!(outbox.pop(Duration::from_millis(30)).unwrap(), None);
         assert!(start.elapsed() >= Duration::from_millis(30));
-        outbox.push([7; REPORT_LEN]);
+        outbox.push_message(&[[7; REPORT_LEN]]);
         outbox.close();
         assert_eq!(outbox.pop(Duration::ZERO).unwrap(), Some([7; REPORT_LEN]));
         assert!(matches!(outbox.pop(Duration::ZERO), Err(Error::Stopped)));
@@ -572,16 +760,43 @@ mod tests {
     fn outbox_is_bounded() {
         let outbox = Outbox::new(None);
         for _ in 0..MAX_QUEUED_REPORTS + 10 {
-            outbox.push([0; REPORT_LEN]);
+            outbox.push_message(&[[0; REPORT_LEN]]);
         }
         assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+        assert_eq!(outbox.lock().dropped_messages, 10);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_whole_messages_never_part_of_one() {
+        let outbox = Outbox::new(None);
+        for _ in 0..MAX_QUEUED_REPORTS - 2 {
+            outbox.push_message(&[[0; REPORT_LEN]]);
+        }
+        // Three reports (an initialization packet and two continuations) with room for two:
+        // none of them is queued.
+        let message = [[0x81; REPORT_LEN], [0x00; REPORT_LEN], [0x01; REPORT_LEN]];
+        outbox.push_message(&message);
+        assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS - 2);
+        assert_eq!(outbox.lock().dropped_messages, 1);
+        // A message that fits still goes in, whole.
+        outbox.push_message(&message[..2]);
+        assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+        let queued: Vec<_> = outbox.lock().queue.iter().map(|&(_, r)| r).collect();
+        assert_eq!(&queued[MAX_QUEUED_REPORTS - 2..], &message[..2]);
+        // Once the host reads, whole messages fit again.
+        for _ in 0..3 {
+            outbox.pop(Duration::ZERO).unwrap().unwrap();
+        }
+        outbox.push_message(&message);
+        assert_eq!(outbox.lock().queue.len(), MAX_QUEUED_REPORTS);
+        assert_eq!(outbox.lock().dropped_messages, 1);
     }
 
     #[test]
     fn epoch_reads_end_on_interrupt_and_clear_drops_reports() {
         let outbox = Arc::new(Outbox::new(None));
         let epoch = outbox.epoch();
-        outbox.push([4; REPORT_LEN]);
+        outbox.push_message(&[[4; REPORT_LEN]]);
         assert_eq!(outbox.pop_in_epoch(epoch).unwrap(), Some([4; REPORT_LEN]));
         let waiter = {
             let outbox = Arc::clone(&outbox);
@@ -592,10 +807,10 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         outbox.interrupt();
         assert_eq!(waiter.join().unwrap().unwrap(), None);
-        outbox.push([5; REPORT_LEN]);
+        outbox.push_message(&[[5; REPORT_LEN]]);
         assert_eq!(outbox.pop_in_epoch(epoch).unwrap(), None);
         outbox.clear();
-        outbox.push([6; REPORT_LEN]);
+        outbox.push_message(&[[6; REPORT_LEN]]);
         assert_eq!(
             outbox.pop_in_epoch(outbox.epoch()).unwrap(),
             Some([6; REPORT_LEN])

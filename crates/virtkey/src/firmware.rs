@@ -4,9 +4,8 @@
 
 use std::sync::{
     Arc,
-    mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender},
+    mpsc::{Receiver, SyncSender},
 };
-use std::time::Duration;
 
 use apdu_dispatch::dispatch::ApduDispatch;
 use ctaphid_dispatch::{DEFAULT_MESSAGE_SIZE, Dispatch, InterchangeResponse, app::Command};
@@ -20,6 +19,7 @@ use trussed::{
     virt::{self, StoreConfig},
 };
 use trussed_staging::virt::{BackendIds, Dispatcher};
+use zeroize::Zeroizing;
 
 use crate::{
     Error,
@@ -27,7 +27,7 @@ use crate::{
     ctaphid::{HidCommand, HidReply, err},
     device::Event,
     pin,
-    presence::{JobId, PresenceGate, Shared, VirtUi},
+    presence::{CancelFlag, JobId, PresenceGate, Shared, VirtUi},
 };
 
 /// Largest CTAPHID request the key accepts and the maxMsgSize its getInfo reports; the
@@ -39,9 +39,6 @@ pub(crate) const MAX_APDU_LEN: usize = apdu_dispatch::interchanges::SIZE;
 /// ISO 7816-4 status words used when no APDU reaches the firmware.
 const SW_WRONG_LENGTH: [u8; 2] = [0x67, 0x00];
 const SW_NO_PRECISE_DIAGNOSIS: [u8; 2] = [0x6f, 0x00];
-
-/// How often an idle firmware thread checks whether the key is stopping.
-const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// Core trussed plus the staging backend (hkdf, fs-info, chunked), which fido-authenticator
 /// needs.
@@ -55,16 +52,24 @@ type HidDispatch<'a> = Dispatch<'a, 'static, DEFAULT_MESSAGE_SIZE>;
 
 /// A request for the firmware.
 #[derive(Debug)]
-pub(crate) enum Job {
+pub(crate) struct Job {
+    pub(crate) id: JobId,
+    /// Set when the requester gives up; the firmware then skips the job or ends its presence
+    /// wait.
+    pub(crate) cancel: CancelFlag,
+    pub(crate) work: Work,
+}
+
+/// What a [`Job`] asks the firmware to do.
+#[derive(Debug)]
+pub(crate) enum Work {
     /// A CTAPHID message; the reply goes to the pipe thread as [`Event::Reply`].
     Hid {
-        id: JobId,
         command: HidCommand,
         payload: Vec<u8>,
     },
     /// A raw command APDU; the reply (data and SW1 SW2) goes to `reply`.
     Apdu {
-        id: JobId,
         apdu: Vec<u8>,
         reply: SyncSender<Vec<u8>>,
     },
@@ -74,16 +79,19 @@ pub(crate) enum Job {
 pub(crate) struct Firmware {
     pub(crate) shared: Arc<Shared>,
     pub(crate) attestation: Arc<Attestation>,
-    pub(crate) pin: Option<String>,
+    /// The preset PIN, wiped when the firmware thread is done with it.
+    pub(crate) pin: Option<Zeroizing<String>>,
     pub(crate) jobs: Receiver<Job>,
-    pub(crate) events: Sender<Event>,
+    pub(crate) events: SyncSender<Event>,
     /// Start-up result: sent once the firmware is ready to serve (or failed).
     pub(crate) ready: SyncSender<Result<(), Error>>,
 }
 
 impl Firmware {
     /// Runs the firmware until every job sender is gone or the key stops.
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
+        // Owned here so that it is wiped as soon as the PIN is set, not when the thread ends.
+        let mut pin = self.pin.take();
         // Tells the pipe thread when this thread ends, also by unwinding from a panic in the
         // firmware, so that a request waiting for it does not wait forever.
         let _notice = StopNotice(self.events.clone());
@@ -103,12 +111,12 @@ impl Firmware {
                 .user_interface()
                 .set_inner(Box::new(VirtUi(Arc::clone(&self.shared))));
             platform.run_client_with_backends("fido", Dispatcher::default(), BACKENDS, |client| {
-                self.serve(client);
+                self.serve(client, pin.take());
             });
         });
     }
 
-    fn serve(&self, client: trussed_staging::virt::Client<'_>) {
+    fn serve(&self, client: trussed_staging::virt::Client<'_>, pin: Option<Zeroizing<String>>) {
         let mut authenticator = Authenticator::new(
             client,
             PresenceGate(&self.shared),
@@ -140,8 +148,8 @@ impl Firmware {
         let mut hid = HidDispatch::new(hid_rp);
         let mut nfc = ApduDispatch::new(contact_rp, nfc_rp);
 
-        if let Some(pin) = &self.pin {
-            let result = pin::set_pin(pin, |request| {
+        if let Some(pin) = pin {
+            let result = pin::set_pin(&pin, |request| {
                 hid_call(
                     &mut hid_rq,
                     &mut hid,
@@ -159,35 +167,25 @@ impl Firmware {
             return;
         }
 
-        loop {
-            let job = match self.jobs.recv_timeout(IDLE_CHECK) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) if !self.shared.is_stopping() => continue,
-                Err(_) => break,
-            };
+        // No timeout: the queue ends (every sender dropped) when the key is dropped, which is
+        // what wakes an idle firmware thread for good.
+        while let Ok(job) = self.jobs.recv() {
             if self.shared.is_stopping() {
                 break;
             }
-            match job {
-                Job::Hid {
-                    id,
-                    command,
-                    payload,
-                } => {
-                    if !self.shared.begin_job(id) {
-                        continue;
-                    }
+            if !self.shared.begin_job(job.id, &job.cancel) {
+                continue;
+            }
+            match job.work {
+                Work::Hid { command, payload } => {
                     let reply =
                         hid_call(&mut hid_rq, &mut hid, &mut authenticator, command, &payload);
-                    self.shared.end_job(id);
-                    let _ = self.events.send(Event::Reply { job: id, reply });
+                    self.shared.end_job();
+                    let _ = self.events.send(Event::Reply { job: job.id, reply });
                 }
-                Job::Apdu { id, apdu, reply } => {
-                    if !self.shared.begin_job(id) {
-                        continue;
-                    }
+                Work::Apdu { apdu, reply } => {
                     let response = apdu_call(&mut nfc_rq, &mut nfc, &mut authenticator, &apdu);
-                    self.shared.end_job(id);
+                    self.shared.end_job();
                     // The caller may have given up (timeout); then nobody needs the answer.
                     let _ = reply.try_send(response);
                 }
@@ -196,7 +194,7 @@ impl Firmware {
     }
 }
 
-struct StopNotice(Sender<Event>);
+struct StopNotice(SyncSender<Event>);
 
 impl Drop for StopNotice {
     fn drop(&mut self) {

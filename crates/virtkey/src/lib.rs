@@ -69,6 +69,16 @@ pub const MAX_MSG_SIZE: usize = firmware::MAX_MSG_SIZE;
 /// Largest raw command APDU [`VirtKey::transmit_apdu`] accepts.
 pub const MAX_APDU_LEN: usize = firmware::MAX_APDU_LEN;
 
+/// Requests (HID messages and APDUs) that may wait for the firmware, at most.
+///
+/// The CTAPHID layer has one live request at a time and NFC callers wait for their answer, so
+/// the queue only fills while the firmware is blocked (a presence wait lasts up to
+/// [`FIDO2_UP_TIMEOUT`]) and callers time out and try again: their abandoned requests stay
+/// queued until the firmware skips them. Beyond this bound new work is refused
+/// ([`Error::Busy`] for [`VirtKey::transmit_apdu`], CTAPHID_ERROR CHANNEL_BUSY over HID)
+/// instead of piling up.
+pub const JOB_QUEUE_LEN: usize = 16;
+
 /// The FIDO applet AID for SELECT over NFC (CTAP 2.2 §11.3.3).
 pub const FIDO_AID: [u8; 8] = [0xa0, 0x00, 0x00, 0x06, 0x47, 0x2f, 0x00, 0x01];
 
@@ -106,7 +116,9 @@ pub enum TouchPolicy {
 
 /// Settings of a [`VirtKey`]. Build it as `Config { field: value, ..Config::default() }`; more
 /// fields (test-rig knobs) may be added later.
-#[derive(Clone, Debug, Eq, PartialEq)]
+///
+/// Its `Debug` output shows whether a PIN is set, never the PIN.
+#[derive(Clone, Eq, PartialEq)]
 pub struct Config {
     /// User presence.
     pub touch: TouchPolicy,
@@ -147,6 +159,37 @@ impl Default for Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Stands in for a secret in `Debug` output.
+        struct Redacted;
+        impl std::fmt::Debug for Redacted {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("<redacted>")
+            }
+        }
+        // Destructured so that a new field cannot be left out of the output unnoticed.
+        let Self {
+            touch,
+            pin,
+            u2f_only,
+            keepalive_interval,
+            report_pacing,
+            continuation_timeout,
+            force_status,
+        } = self;
+        f.debug_struct("Config")
+            .field("touch", touch)
+            .field("pin", &pin.as_ref().map(|_| Redacted))
+            .field("u2f_only", u2f_only)
+            .field("keepalive_interval", keepalive_interval)
+            .field("report_pacing", report_pacing)
+            .field("continuation_timeout", continuation_timeout)
+            .field("force_status", force_status)
+            .finish()
+    }
+}
+
 /// Errors of [`VirtKey`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -158,6 +201,10 @@ pub enum Error {
     /// abandoned.
     #[error("the firmware did not answer in time")]
     Timeout,
+    /// The firmware's request queue is full: it is blocked (typically in a presence wait of up
+    /// to 30 s) and enough earlier requests wait for it. Nothing was queued; try again later.
+    #[error("the firmware is busy with earlier requests")]
+    Busy,
     /// The firmware did not come up within 30 s.
     #[error("the firmware did not start in time")]
     StartupTimeout,
@@ -203,6 +250,20 @@ mod tests {
         assert_eq!(config.force_status, None);
         assert_eq!(FIDO2_UP_TIMEOUT, Duration::from_secs(30));
         assert_eq!(U2F_UP_TIMEOUT, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn debug_output_hides_the_pin() {
+        let config = Config {
+            pin: Some("918273".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("918273"), "{shown}");
+        assert!(shown.contains("pin: Some(<redacted>)"), "{shown}");
+        assert!(shown.contains("touch: Auto"), "{shown}");
+        let shown = format!("{:#?}", Config::default());
+        assert!(shown.contains("pin: None"), "{shown}");
     }
 
     #[test]

@@ -43,7 +43,8 @@ use virtkey::{
 const VPCD_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Virtual FIDO security key on a Unix SOCK_SEQPACKET socket (64-byte HID reports).
-#[derive(Debug, Parser)]
+// No Debug: it would print the PIN.
+#[derive(Parser)]
 #[command(version, about)]
 struct Args {
     /// Directory of the socket (created if missing).
@@ -413,7 +414,9 @@ mod tests {
         assert_eq!(args.corrupt_frame, Some(3));
         assert_eq!(args.force_status, Some(0x2f));
         assert!(args.u2f_only);
-        let missing = Args::try_parse_from(["virtkey", "--dir", "/tmp"]).unwrap_err();
+        let missing = Args::try_parse_from(["virtkey", "--dir", "/tmp"])
+            .err()
+            .expect("missing --name is an error");
         assert_eq!(missing.exit_code(), 2);
         let zero = Args::try_parse_from([
             "virtkey",
@@ -424,7 +427,8 @@ mod tests {
             "--unplug-after",
             "0",
         ])
-        .unwrap_err();
+        .err()
+        .expect("--unplug-after 0 is an error");
         assert_eq!(zero.exit_code(), 2);
     }
 }

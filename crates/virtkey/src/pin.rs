@@ -12,7 +12,8 @@ use p256::{
     elliptic_curve::sec1::{FromEncodedPoint as _, ToEncodedPoint as _},
 };
 use rand::rngs::OsRng;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, digest::generic_array::GenericArray};
+use zeroize::Zeroizing;
 
 use crate::ctaphid::HidReply;
 
@@ -101,22 +102,28 @@ pub(crate) fn set_pin(
 
     let secret = EphemeralSecret::random(&mut OsRng);
     let platform_point = secret.public_key().to_encoded_point(false);
+    // The ECDH secret (p256's SharedSecret) wipes itself on drop; the key derived from it and
+    // the plaintext PIN block are wiped here.
     let shared = secret.diffie_hellman(&authenticator_key);
     // Protocol 1: the shared secret is SHA-256 of the ECDH x-coordinate.
-    let key: [u8; 32] = Sha256::digest(shared.raw_secret_bytes()).into();
+    let mut key = Zeroizing::new([0u8; 32]);
+    Sha256::new_with_prefix(shared.raw_secret_bytes())
+        .finalize_into(GenericArray::from_mut_slice(key.as_mut_slice()));
 
-    let mut block = [0u8; PADDED_PIN_LEN];
+    let mut block = Zeroizing::new([0u8; PADDED_PIN_LEN]);
     let pin = pin.as_bytes();
     block
         .get_mut(..pin.len())
         .ok_or(PinSetupError::Encoding)?
         .copy_from_slice(pin);
     // Protocol 1 encrypts with AES-256-CBC, all-zero IV, no padding.
-    let new_pin_enc = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &[0u8; 16].into())
-        .encrypt_padded_mut::<NoPadding>(&mut block, PADDED_PIN_LEN)
+    let new_pin_enc = cbc::Encryptor::<aes::Aes256>::new_from_slices(key.as_slice(), &[0u8; 16])
+        .map_err(|_| PinSetupError::Encoding)?
+        .encrypt_padded_mut::<NoPadding>(block.as_mut_slice(), PADDED_PIN_LEN)
         .map_err(|_| PinSetupError::Encoding)?
         .to_vec();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| PinSetupError::Encoding)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_slice()).map_err(|_| PinSetupError::Encoding)?;
     mac.update(&new_pin_enc);
     let pin_uv_auth_param = mac
         .finalize()

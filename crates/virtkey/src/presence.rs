@@ -19,11 +19,10 @@
 //! `KeepaliveCancel`), a timeout to `UserActionTimeout`.
 
 use std::{
-    collections::BTreeSet,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
-        mpsc::Sender,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::SyncSender,
     },
     time::{Duration, Instant},
 };
@@ -46,9 +45,18 @@ pub(crate) fn next_job_id() -> JobId {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// At most this many cancelled job ids are remembered; a cancel that races with the end of its
-/// job leaves an id nobody removes, and this bound keeps such leftovers from piling up.
-const MAX_CANCELLED: usize = 64;
+/// The cancellation mark of one job, carried in the job itself and kept by whoever may abandon
+/// it (the caller of [`crate::VirtKey::transmit_apdu`], the CTAPHID pipe). Once set it stays
+/// set, however many other jobs are cancelled meanwhile: the firmware skips the job if it is
+/// still queued, and ends its presence wait if it is running.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// While trussed's consent loop runs without a granted touch, each UI refresh waits this long
 /// instead of letting the loop spin.
@@ -66,11 +74,10 @@ pub(crate) enum Verdict {
 #[derive(Debug)]
 struct State {
     policy: TouchPolicy,
-    /// The job the firmware is executing.
-    current: Option<JobId>,
+    /// The job the firmware is executing, and its cancellation mark.
+    current: Option<(JobId, CancelFlag)>,
     /// The job whose firmware call is waiting for a touch (KEEPALIVE UPNEEDED).
     waiting: Option<JobId>,
-    cancelled: BTreeSet<JobId>,
     /// One touch granted by [`PresenceGate`], consumed by the trussed UI hook.
     touch: bool,
     /// trussed's UI status is WaitingForUserPresence.
@@ -87,17 +94,16 @@ pub(crate) struct Shared {
     changed: Condvar,
     /// Tells the pipe thread that a job started or stopped waiting for presence, so it can send
     /// a KEEPALIVE with the new status at once.
-    events: Sender<Event>,
+    events: SyncSender<Event>,
 }
 
 impl Shared {
-    pub(crate) fn new(policy: TouchPolicy, events: Sender<Event>) -> Self {
+    pub(crate) fn new(policy: TouchPolicy, events: SyncSender<Event>) -> Self {
         Self {
             state: Mutex::new(State {
                 policy,
                 current: None,
                 waiting: None,
-                cancelled: BTreeSet::new(),
                 touch: false,
                 ui_waiting: false,
                 stopping: false,
@@ -119,33 +125,30 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Marks `job` cancelled: a presence wait in it ends with [`Verdict::Cancelled`] and, if the
-    /// firmware has not started it yet, it is skipped.
-    pub(crate) fn cancel(&self, job: JobId) {
-        let mut state = self.lock();
-        state.cancelled.insert(job);
-        while state.cancelled.len() > MAX_CANCELLED {
-            state.cancelled.pop_first();
-        }
-        drop(state);
+    /// Marks the job of `flag` cancelled: a presence wait in it ends with
+    /// [`Verdict::Cancelled`] and, if the firmware has not started it yet, it is skipped.
+    pub(crate) fn cancel(&self, flag: &CancelFlag) {
+        flag.0.store(true, Ordering::SeqCst);
+        // Taking the lock orders the mark before a presence wait's next look at it: the waiter
+        // either sees it, or is already asleep on the condition variable and gets the notice.
+        drop(self.lock());
         self.changed.notify_all();
     }
 
     /// Called by the firmware thread before it runs `job`. Returns false if the job was
     /// cancelled while queued (the firmware then skips it).
-    pub(crate) fn begin_job(&self, job: JobId) -> bool {
+    pub(crate) fn begin_job(&self, job: JobId, flag: &CancelFlag) -> bool {
         let mut state = self.lock();
-        if state.cancelled.remove(&job) {
+        if flag.is_set() {
             return false;
         }
-        state.current = Some(job);
+        state.current = Some((job, flag.clone()));
         true
     }
 
-    /// Called by the firmware thread after `job`, whatever its outcome.
-    pub(crate) fn end_job(&self, job: JobId) {
+    /// Called by the firmware thread after the current job, whatever its outcome.
+    pub(crate) fn end_job(&self) {
         let mut state = self.lock();
-        state.cancelled.remove(&job);
         state.current = None;
         state.waiting = None;
         state.touch = false;
@@ -187,11 +190,15 @@ impl Shared {
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
         let mut state = self.lock();
-        let job = state.current;
+        let (job, flag) = state.current.clone().unzip();
         state.waiting = job;
+        // Not under the lock: the event queue is bounded, and the pipe thread that makes room
+        // in it takes this lock to ask whether the job waits.
+        drop(state);
         self.notify_pipe(job);
+        let mut state = self.lock();
         let verdict = loop {
-            if state.stopping || job.is_some_and(|job| state.cancelled.contains(&job)) {
+            if state.stopping || flag.as_ref().is_some_and(CancelFlag::is_set) {
                 break Verdict::Cancelled;
             }
             let now = Instant::now();
@@ -208,16 +215,20 @@ impl Shared {
             if deadline.is_some_and(|deadline| now >= deadline) {
                 break Verdict::TimedOut;
             }
-            // A wait without deadline happens only for a timeout beyond Instant's range; wake up
-            // now and then anyway so that every wait stays bounded.
-            let wait = wake.map_or(Duration::from_secs(1), |wake| {
-                wake.saturating_duration_since(now)
-            });
-            state = self
-                .changed
-                .wait_timeout(state, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state = match wake {
+                Some(wake) => {
+                    self.changed
+                        .wait_timeout(state, wake.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                // A timeout beyond Instant's range (Never): only a policy change, a cancel or
+                // the stop ends the wait, and each of them notifies.
+                None => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         };
         state.waiting = None;
         state.touch = verdict == Verdict::Present;
@@ -298,14 +309,14 @@ mod tests {
     use super::*;
 
     fn shared(policy: TouchPolicy) -> (Arc<Shared>, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(16);
         (Arc::new(Shared::new(policy, tx)), rx)
     }
 
     #[test]
     fn auto_is_present_at_once_and_grants_one_touch() {
         let (shared, events) = shared(TouchPolicy::Auto);
-        assert!(shared.begin_job(7));
+        assert!(shared.begin_job(7, &CancelFlag::default()));
         assert_eq!(
             shared.wait_for_touch(Duration::from_secs(30)),
             Verdict::Present
@@ -321,7 +332,7 @@ mod tests {
     #[test]
     fn deny_and_never_give_their_verdicts() {
         let (shared, _events) = shared(TouchPolicy::Deny);
-        assert!(shared.begin_job(1));
+        assert!(shared.begin_job(1, &CancelFlag::default()));
         assert_eq!(
             shared.wait_for_touch(Duration::from_secs(30)),
             Verdict::Denied
@@ -338,7 +349,7 @@ mod tests {
     #[test]
     fn auto_after_waits_and_reports_waiting() {
         let (shared, _events) = shared(TouchPolicy::AutoAfter(Duration::from_millis(80)));
-        assert!(shared.begin_job(3));
+        assert!(shared.begin_job(3, &CancelFlag::default()));
         let waiter = {
             let shared = Arc::clone(&shared);
             thread::spawn(move || shared.wait_for_touch(Duration::from_secs(30)))
@@ -357,34 +368,76 @@ mod tests {
     #[test]
     fn cancel_ends_a_never_wait() {
         let (shared, _events) = shared(TouchPolicy::Never);
-        assert!(shared.begin_job(9));
+        let flag = CancelFlag::default();
+        assert!(shared.begin_job(9, &flag));
         let waiter = {
             let shared = Arc::clone(&shared);
             thread::spawn(move || shared.wait_for_touch(Duration::from_secs(30)))
         };
         thread::sleep(Duration::from_millis(20));
         let start = Instant::now();
-        shared.cancel(9);
+        shared.cancel(&flag);
         assert_eq!(waiter.join().unwrap(), Verdict::Cancelled);
-        assert!(start.elapsed() < Duration::from_secs(1));
-        shared.end_job(9);
+        // Far below the 30 s timeout, loose enough for a loaded machine.
+        assert!(start.elapsed() < Duration::from_secs(5));
+        shared.end_job();
     }
 
     #[test]
     fn a_job_cancelled_while_queued_is_skipped() {
         let (shared, _events) = shared(TouchPolicy::Auto);
-        shared.cancel(11);
-        assert!(!shared.begin_job(11));
-        assert!(shared.begin_job(12));
+        let (cancelled, kept) = (CancelFlag::default(), CancelFlag::default());
+        shared.cancel(&cancelled);
+        assert!(!shared.begin_job(11, &cancelled));
+        assert!(shared.begin_job(12, &kept));
     }
 
     #[test]
-    fn cancelled_set_is_bounded() {
+    fn a_cancel_mark_survives_any_number_of_other_cancels() {
         let (shared, _events) = shared(TouchPolicy::Auto);
-        for job in 0..1000 {
-            shared.cancel(job);
+        let first = CancelFlag::default();
+        shared.cancel(&first);
+        for _ in 0..1000 {
+            shared.cancel(&CancelFlag::default());
         }
-        assert_eq!(shared.lock().cancelled.len(), MAX_CANCELLED);
-        assert!(!shared.begin_job(999));
+        assert!(!shared.begin_job(1, &first));
+        // A clone (the job's copy) sees the mark set through another clone (the caller's).
+        let flag = CancelFlag::default();
+        let in_job = flag.clone();
+        shared.cancel(&flag);
+        assert!(in_job.is_set());
+        assert!(!shared.begin_job(2, &in_job));
+    }
+
+    #[test]
+    fn a_full_event_queue_does_not_block_the_state_while_announcing_a_wait() {
+        let (tx, events) = mpsc::sync_channel(1);
+        let shared = Arc::new(Shared::new(TouchPolicy::Never, tx.clone()));
+        tx.send(Event::HostReset).unwrap();
+        let flag = CancelFlag::default();
+        assert!(shared.begin_job(5, &flag));
+        let waiter = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || shared.wait_for_touch(Duration::from_secs(30)))
+        };
+        // The waiter is stuck announcing its wait until the queue has room; meanwhile the
+        // state stays usable, as the pipe thread needs it to drain the queue.
+        let (answer_tx, answer_rx) = mpsc::channel();
+        {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !shared.is_waiting(5) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                answer_tx.send(shared.is_waiting(5)).unwrap();
+            });
+        }
+        assert_eq!(answer_rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        assert!(matches!(events.recv(), Ok(Event::HostReset)));
+        assert!(matches!(events.recv(), Ok(Event::PresenceChanged(5))));
+        shared.cancel(&flag);
+        assert_eq!(waiter.join().unwrap(), Verdict::Cancelled);
+        assert!(matches!(events.recv(), Ok(Event::PresenceChanged(5))));
     }
 }

@@ -369,6 +369,10 @@ mod tests {
     }
 
     const TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long a stop may take in these tests: the card looks at the flag every 100 ms, and
+    /// without it would wait for vpcd or the firmware without end; the slack is for a loaded
+    /// machine.
+    const STOP_BOUND: Duration = Duration::from_secs(5);
 
     /// The fake vpcd: a listener on a free loopback port.
     fn listener() -> (TcpListener, String) {
@@ -471,7 +475,7 @@ mod tests {
 
         let (result, took) = card.stop();
         assert!(result.is_ok());
-        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(took < STOP_BOUND, "{took:?}");
         assert!(closed_by_card(&mut vpcd));
     }
 
@@ -502,7 +506,7 @@ mod tests {
 
         let (result, took) = card.stop();
         assert!(result.is_ok());
-        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(took < STOP_BOUND, "{took:?}");
     }
 
     #[test]
@@ -515,7 +519,7 @@ mod tests {
         vpcd.write_all(&[0x00]).unwrap();
         let (result, took) = card.stop();
         assert!(result.is_ok());
-        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(took < STOP_BOUND, "{took:?}");
 
         // Nothing listens: the card keeps trying until stopped.
         drop(listener);
@@ -524,7 +528,7 @@ mod tests {
         assert!(!card.thread.is_finished());
         let (result, took) = card.stop();
         assert!(result.is_ok());
-        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(took < STOP_BOUND, "{took:?}");
     }
 
     #[test]

@@ -13,11 +13,11 @@ fn thread_count() -> usize {
     fs::read_dir("/proc/self/task").unwrap().count()
 }
 
-/// The thread count once it is back at `expected`, or after two seconds. A joined thread can
+/// The thread count once it is back at `expected`, or after ten seconds. A joined thread can
 /// linger in /proc/self/task for a moment: pthread_join returns when the kernel clears the
-/// thread id, slightly before the task is gone.
+/// thread id, slightly before the task is gone (longer on a loaded machine).
 fn settled_thread_count(expected: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let count = thread_count();
         if count == expected || Instant::now() >= deadline {
@@ -71,5 +71,7 @@ fn twenty_keys_start_and_stop_cleanly() {
             "threads left after key {round}"
         );
     }
-    assert!(started.elapsed() < Duration::from_secs(60));
+    // Dropping a key does not wait out its presence wait: ten of them would take 300 s. The
+    // bound is loose so that a loaded machine does not fail it.
+    assert!(started.elapsed() < Duration::from_secs(120));
 }

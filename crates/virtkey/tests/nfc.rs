@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use common::*;
-use virtkey::{Config, Error, FIDO_AID, TouchPolicy, VirtKey};
+use virtkey::{Config, Error, FIDO_AID, JOB_QUEUE_LEN, TouchPolicy, VirtKey};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -231,4 +231,71 @@ fn forced_status_answers_nfcctap_msg() {
         .transmit_apdu(&[0x00, 0x03, 0x00, 0x00, 0x00], TIMEOUT)
         .unwrap();
     assert_eq!(response, b"U2F_V2\x90\x00".to_vec());
+}
+
+/// makeCredential for a discoverable credential of example.com as one extended NFCCTAP_MSG.
+fn resident_make_credential_apdu() -> Vec<u8> {
+    let Value::Map(mut request) = make_credential_request() else {
+        unreachable!()
+    };
+    request.push((int(7), Value::Map(vec![(text("rk"), Value::Bool(true))])));
+    let mut message = vec![0x01];
+    ciborium::into_writer(&Value::Map(request), &mut message).unwrap();
+    let mut apdu = vec![0x80, 0x10, 0x00, 0x00, 0x00];
+    apdu.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    apdu.extend_from_slice(&message);
+    apdu.extend_from_slice(&[0x00, 0x00]);
+    apdu
+}
+
+#[test]
+fn abandoned_apdus_never_run_later() {
+    let key = VirtKey::start(Config {
+        touch: TouchPolicy::Never,
+        ..Config::default()
+    })
+    .unwrap();
+    key.transmit_apdu(&select_apdu(Some(0x00)), TIMEOUT)
+        .unwrap();
+    // A HID request keeps the firmware in a presence wait...
+    let cid = init(&key);
+    send(&key, cid, CMD_CBOR, &make_credential_message());
+    let deadline = Instant::now() + TIMEOUT;
+    while recv(&key, deadline).expect("UPNEEDED").data != [0x02] {}
+    // ...while many NFC callers give up on requests that would create a credential.
+    // Far more than any bound on remembered cancellations; each keeps its own mark. The queue
+    // takes JOB_QUEUE_LEN of them and refuses the rest.
+    let apdu = resident_make_credential_apdu();
+    let (mut timeouts, mut busy) = (0, 0);
+    for _ in 0..200 {
+        match key.transmit_apdu(&apdu, Duration::ZERO) {
+            Err(Error::Timeout) => timeouts += 1,
+            Err(Error::Busy) => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((timeouts, busy), (JOB_QUEUE_LEN, 200 - JOB_QUEUE_LEN));
+    // The touch comes: the HID request finishes, then the firmware gets to the queue.
+    key.set_touch(TouchPolicy::Auto);
+    let outcome = wait_reply(&key, cid, Instant::now() + TIMEOUT);
+    assert_eq!(outcome.reply.data[0], 0x00);
+    // Served in order, so this getInfo runs after every queued request. It is refused while the
+    // firmware has not yet skipped enough of them to make room.
+    let deadline = Instant::now() + TIMEOUT;
+    let response = loop {
+        match key.transmit_apdu(&[0x80, 0x10, 0x00, 0x00, 0x01, 0x04, 0x00], TIMEOUT) {
+            Err(Error::Busy) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(&response[response.len() - 2..], &[0x90, 0x00]);
+    // None of the abandoned requests created a credential: CTAP2_ERR_NO_CREDENTIALS.
+    let request = Value::Map(vec![
+        (int(1), text("example.com")),
+        (int(2), Value::Bytes(CLIENT_DATA_HASH.to_vec())),
+    ]);
+    let (status, _) = cbor(&key, cid, 0x02, Some(&request));
+    assert_eq!(status, 0x2e);
 }
