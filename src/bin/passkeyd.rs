@@ -47,6 +47,11 @@ struct Args {
     /// Watch this directory for virtual keys' sockets (`virtkey --dir DIR`).
     #[arg(long, value_name = "DIR")]
     virtual_dir: Option<PathBuf>,
+    /// Record every key's traffic (and the host randomness used) to a JSON-lines file in this
+    /// directory, for bug reports and replay. Recordings of PIN entry are secrets: see
+    /// docs/recording.md.
+    #[arg(long, value_name = "DIR")]
+    record_dir: Option<PathBuf>,
     /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style directives.
     /// Overrides RUST_LOG.
     #[arg(long, value_name = "FILTER")]
@@ -132,6 +137,9 @@ fn configure(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &args.virtual_dir {
         config.virtual_keys = Some(VirtualConfig { dir: dir.clone() });
+    }
+    if let Some(dir) = &args.record_dir {
+        config.device.record_dir = Some(dir.clone());
     }
     Ok(config)
 }

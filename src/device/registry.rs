@@ -356,7 +356,7 @@ impl State {
         // channel closes).
         entry.task.abort();
         if entry.info.is_some() {
-            info!(device = %id, "removed");
+            debug!(device = %id, "removed");
             self.publish(RegistryEvent::Removed(id.clone()));
         }
     }
@@ -380,7 +380,7 @@ impl State {
                     authenticator: entry.authenticator.clone(),
                 };
                 entry.info = Some(device.clone());
-                info!(device = %id, ctap2 = device.info.is_some(), "added");
+                debug!(device = %id, ctap2 = device.info.is_some(), "added");
                 self.publish(RegistryEvent::Added(device));
             }
             ActorStatus::Rejected { id, generation } => {

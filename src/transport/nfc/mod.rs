@@ -276,7 +276,7 @@ impl Monitor {
     fn removed(&self, reader: &CString, gone: CardGone) -> bool {
         drop(gone);
         let id = reader_id(reader);
-        tracing::info!(%id, "NFC card removed");
+        tracing::debug!(%id, "NFC card removed");
         self.send(TransportEvent::Removed(id))
     }
 
@@ -366,7 +366,7 @@ impl Monitor {
             return true;
         }
         self.readers.connected(reader, observation, gone_tx);
-        tracing::info!(%id, "NFC card added");
+        tracing::debug!(%id, "NFC card added");
         self.send(TransportEvent::Added {
             description: describe(reader),
             connection: Connection::Apdu(ApduLink { tx }),

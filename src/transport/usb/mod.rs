@@ -333,7 +333,7 @@ impl Watcher {
                 }
                 match self.present.remove(&name) {
                     Some(id) => {
-                        tracing::info!(node = %name, %id, "security key removed");
+                        tracing::debug!(node = %name, %id, "security key removed");
                         self.send(TransportEvent::Removed(id)).await
                     }
                     None => Ok(()),
@@ -372,7 +372,7 @@ impl Watcher {
                 return Ok(());
             }
         };
-        tracing::info!(
+        tracing::debug!(
             node = %name,
             id = %description.id,
             vendor_id = ?description.vendor_id,
@@ -403,7 +403,7 @@ impl Watcher {
                 && sysfs::locate(&self.config, name).is_ok_and(|found| found.id == id);
             if !same {
                 self.present.remove(&name);
-                tracing::info!(node = %name, %id, "security key removed (rescan)");
+                tracing::debug!(node = %name, %id, "security key removed (rescan)");
                 self.send(TransportEvent::Removed(id)).await?;
             }
         }

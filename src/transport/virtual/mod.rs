@@ -387,7 +387,7 @@ impl Watcher {
                 abort,
             },
         );
-        tracing::info!(%id, path = %path.display(), "virtual key added");
+        tracing::debug!(%id, path = %path.display(), "virtual key added");
         self.send(TransportEvent::Added {
             description: DeviceDescription {
                 id,
@@ -412,7 +412,7 @@ impl Watcher {
             return Ok(());
         };
         device.abort.abort();
-        tracing::info!(id = %device.id, "virtual key removed");
+        tracing::debug!(id = %device.id, "virtual key removed");
         self.send(TransportEvent::Removed(device.id)).await
     }
 
