@@ -3,9 +3,11 @@
 //! The protocol core lives in the `ctap` crate (no IO). This crate holds the IO around it:
 //! [`transport`] (USB, NFC and virtual keys), [`device`] (one actor per key, the CTAPHID and
 //! APDU engines, and recording and replay of their traffic) and [`loginid`] (the HTTPS
-//! client); [`decode`] makes CTAP traffic readable for `passkeyctl decode`. The ceremony and
-//! the D-Bus service follow. See ARCHITECTURE.md.
+//! client); [`ceremony`] runs the registration from authorization token to LoginID token;
+//! [`decode`] makes CTAP traffic readable for `passkeyctl decode`. The D-Bus service
+//! follows. See ARCHITECTURE.md.
 
+pub mod ceremony;
 pub mod decode;
 pub mod device;
 pub mod loginid;
