@@ -1,0 +1,480 @@
+//! The ceremony end to end: virtual keys running the Trussed firmware behind the device
+//! registry, the LoginID emulator on 127.0.0.1 (which verifies every registration with
+//! webauthn-rs), and the LoginID token checked against the emulator's JWKS and its
+//! `token/verify`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod ceremony_support;
+
+use std::time::Duration;
+
+use ceremony_support::device_support::{self, GENEROUS};
+use ceremony_support::*;
+use ctap::command::get_info::OptionState;
+use loginid_emulator::{Endpoint, Fault};
+use passkeyd::ceremony::{
+    CancelReason, CeremonyError, ErrorKind, NewPinPromptReason, PinPromptReason, RpIdError,
+};
+use tokio::time::Instant;
+use virtkey::{Config, TouchPolicy};
+use zeroize::Zeroizing;
+
+const USER: &str = "alice@example.com";
+
+fn with_pin(pin: &str) -> Config {
+    Config {
+        pin: Some(pin.to_owned()),
+        ..Config::default()
+    }
+}
+
+fn never_touched() -> Config {
+    Config {
+        touch: TouchPolicy::Never,
+        ..Config::default()
+    }
+}
+
+// ---- user verification ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uv_required_with_a_pin_set_asks_for_the_pin() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig.plug("alpha", with_pin("1234")).await;
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony).pins(&["1234"]).finish().await;
+    assert_eq!(
+        seen,
+        [
+            Seen::NeedsPin {
+                key: "virtual_alpha".into(),
+                retries: Some(8),
+                reason: PinPromptReason::First
+            },
+            Seen::Registering("virtual_alpha".into()),
+            Seen::Completed("virtual_alpha".into()),
+        ]
+    );
+    let registration = result.unwrap();
+    assert_eq!(registration.authenticator.as_str(), "virtual_alpha");
+    assert_eq!(registration.attestation_format, "packed");
+    rig.check_registration(&registration, USER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_a_pin_gets_one_when_uv_is_required() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig.plug("alpha", Config::default()).await;
+    let key = rig.key("virtual_alpha").await;
+    assert_eq!(key.info().unwrap().client_pin(), OptionState::Off);
+
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    // "123" is below minPINLength: asked again without the key seeing it.
+    let (seen, result) = Driver::new(ceremony)
+        .new_pins(&["123", "24680"])
+        .finish()
+        .await;
+    assert_eq!(
+        seen,
+        [
+            Seen::NeedsNewPin {
+                key: "virtual_alpha".into(),
+                min_length: 4,
+                reason: NewPinPromptReason::First
+            },
+            Seen::NeedsNewPin {
+                key: "virtual_alpha".into(),
+                min_length: 4,
+                reason: NewPinPromptReason::Malformed
+            },
+            Seen::Registering("virtual_alpha".into()),
+            Seen::Completed("virtual_alpha".into()),
+        ]
+    );
+    rig.check_registration(&result.unwrap(), USER).await;
+
+    // The key has that PIN now, with every retry left.
+    assert_eq!(key.info().unwrap().client_pin(), OptionState::On);
+    assert_eq!(key.pin_retries().await.unwrap().pin_retries, 8);
+    let second = rig
+        .ceremonies
+        .start(rig.request("bob@example.com").await)
+        .unwrap();
+    let (seen, result) = Driver::new(second).pins(&["24680"]).finish().await;
+    assert!(
+        matches!(
+            seen[0],
+            Seen::NeedsPin {
+                retries: Some(8),
+                ..
+            }
+        ),
+        "{seen:?}"
+    );
+    rig.check_registration(&result.unwrap(), "bob@example.com")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pin_is_asked_again_with_the_retries_left() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig.plug("alpha", with_pin("1234")).await;
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony)
+        .pins(&["9999", "12", "1234"])
+        .finish()
+        .await;
+    let pin = |retries, reason| Seen::NeedsPin {
+        key: "virtual_alpha".into(),
+        retries: Some(retries),
+        reason,
+    };
+    assert_eq!(
+        seen,
+        [
+            pin(8, PinPromptReason::First),
+            pin(7, PinPromptReason::WrongPin),
+            // Too short to be a PIN: the key never saw it, so no retry was spent.
+            pin(7, PinPromptReason::Malformed),
+            Seen::Registering("virtual_alpha".into()),
+            Seen::Completed("virtual_alpha".into()),
+        ]
+    );
+    rig.check_registration(&result.unwrap(), USER).await;
+    // The right PIN resets the count.
+    let key = rig.key("virtual_alpha").await;
+    assert_eq!(key.pin_retries().await.unwrap().pin_retries, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unattended_pin_is_used_without_asking_and_a_wrong_one_ends_the_ceremony() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig.plug("alpha", with_pin("1234")).await;
+
+    let mut request = rig.request(USER).await;
+    request.pin = Some(Zeroizing::new("1234".to_owned()));
+    let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await;
+    assert_eq!(
+        seen,
+        [
+            Seen::Registering("virtual_alpha".into()),
+            Seen::Completed("virtual_alpha".into())
+        ]
+    );
+    rig.check_registration(&result.unwrap(), USER).await;
+
+    let mut request = rig.request("bob@example.com").await;
+    request.pin = Some(Zeroizing::new("4321".to_owned()));
+    let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::PinInvalid)]);
+    assert!(matches!(
+        result,
+        Err(CeremonyError::PinInvalid { retries: Some(7) })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_prompt_left_unanswered_ends_with_pin_required() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig.plug("alpha", with_pin("1234")).await;
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony).finish().await;
+    assert_eq!(seen.last(), Some(&Seen::Failed(ErrorKind::PinRequired)));
+    assert!(matches!(result, Err(CeremonyError::PinRequired)));
+    // Nobody listening at all: the same, without a prompt.
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let result = tokio::time::timeout(GENEROUS, ceremony.result())
+        .await
+        .unwrap();
+    assert!(matches!(result, Err(CeremonyError::PinRequired)));
+}
+
+// ---- exclude list ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_already_registered_for_the_user_is_refused_after_a_touch() {
+    let mut rig = Rig::start(touch_only).await;
+    let _key = rig.plug("alpha", Config::default()).await;
+    let (_, first) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    rig.check_registration(&first.unwrap(), USER).await;
+
+    let (seen, second) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::CredentialExcluded)]);
+    assert!(matches!(second, Err(CeremonyError::CredentialExcluded)));
+    assert_eq!(rig.statuses("/fido2/v2/reg/complete").await, [Some(200)]);
+}
+
+// ---- cancellation, deadline, removal ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_waiting_for_a_touch_leaves_the_key_idle() {
+    let mut rig = Rig::start(touch_only).await;
+    let _key = rig.plug("alpha", never_touched()).await;
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::NeedsTouch("virtual_alpha".into()))
+        .await;
+    driver.ceremony.cancel();
+    let (seen, result) = driver.finish().await;
+    assert_eq!(
+        seen,
+        [
+            Seen::NeedsTouch("virtual_alpha".into()),
+            Seen::Cancelled(CancelReason::Caller)
+        ]
+    );
+    assert!(matches!(
+        result,
+        Err(CeremonyError::Cancelled(CancelReason::Caller))
+    ));
+    // The key got CANCEL and finished: it takes the next request at once.
+    let key = rig.key("virtual_alpha").await;
+    key.wink().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overall_deadline_ends_the_ceremony_and_cancels_the_key() {
+    let mut rig = Rig::start(touch_only).await;
+    let _key = rig.plug("alpha", never_touched()).await;
+    let mut request = rig.request(USER).await;
+    request.timeout = Some(Duration::from_millis(1500));
+    let started = Instant::now();
+    let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        seen,
+        [
+            Seen::NeedsTouch("virtual_alpha".into()),
+            Seen::Failed(ErrorKind::Timeout)
+        ]
+    );
+    assert!(matches!(result, Err(CeremonyError::Timeout)));
+    assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+    let key = rig.key("virtual_alpha").await;
+    key.wink().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplugging_the_key_while_it_waits_for_a_touch_ends_the_ceremony() {
+    let mut rig = Rig::start(touch_only).await;
+    let mut key = rig.plug("alpha", never_touched()).await;
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::NeedsTouch("virtual_alpha".into()))
+        .await;
+    key.unplug();
+    let (seen, result) = driver.finish().await;
+    assert_eq!(seen.last(), Some(&Seen::Failed(ErrorKind::DeviceRemoved)));
+    assert!(matches!(result, Err(CeremonyError::DeviceRemoved)));
+}
+
+// ---- LoginID ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reg_complete_failing_twice_with_503_is_retried() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig.plug("alpha", with_pin("1234")).await;
+    rig.emulator.push_fault(
+        Endpoint::RegComplete,
+        Fault {
+            status: Some(503),
+            times: Some(2),
+            ..Fault::default()
+        },
+    );
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony).pins(&["1234"]).finish().await;
+    assert_eq!(seen.last(), Some(&Seen::Completed("virtual_alpha".into())));
+    rig.check_registration(&result.unwrap(), USER).await;
+    assert_eq!(
+        rig.statuses("/fido2/v2/reg/complete").await,
+        [Some(503), Some(503), Some(200)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_foreign_authorization_tokens_are_rejected_before_any_key_is_used() {
+    let mut rig = Rig::start(|config| config.protected = true).await;
+    let _key = rig.plug("alpha", never_touched()).await;
+
+    let expired = rig
+        .emulator
+        .mint_token(USER, &["reg:write"], -120, "authzToken");
+    let request = passkeyd::ceremony::CeremonyRequest::new(
+        USER,
+        Some(passkeyd::loginid::Token::new(expired)),
+    );
+    let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::TokenRejected)]);
+    match result {
+        Err(CeremonyError::TokenRejected(api)) => assert_eq!(api.status, 401),
+        other => panic!("{other:?}"),
+    }
+
+    let mallorys = rig.grant("mallory@example.com").await;
+    let request = passkeyd::ceremony::CeremonyRequest::new(USER, Some(mallorys));
+    let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::TokenRejected)]);
+    match result {
+        Err(CeremonyError::TokenRejected(api)) => assert_eq!(api.status, 403),
+        other => panic!("{other:?}"),
+    }
+
+    let request = passkeyd::ceremony::CeremonyRequest::new(USER, None);
+    let result = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await
+        .1;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::TokenRejected);
+    assert_eq!(
+        rig.statuses("/fido2/v2/reg/init").await,
+        [Some(401), Some(403), Some(401)]
+    );
+    // The key never got a request: it is idle and was never asked for a touch.
+    let key = rig.key("virtual_alpha").await;
+    key.wink().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rp_id_the_origin_may_not_use_is_refused_before_any_key_is_used() {
+    let mut rig = Rig::start(|config| {
+        config.rp_id = "example.org".into();
+    })
+    .await;
+    // A scripted key: after its probe, any report the host writes would show.
+    let (connection, mut fake) = device_support::fake_hid();
+    rig.devices
+        .plug("fake", passkeyd::transport::Transport::Virtual, connection)
+        .await;
+    fake.probe(device_support::FAKE_CID).await;
+    rig.devices.added().await;
+
+    let (seen, result) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::NotAuthorized)]);
+    assert!(matches!(
+        result,
+        Err(CeremonyError::RpIdNotAllowed(RpIdError::NotASuffix))
+    ));
+    assert!(
+        fake.written.try_recv().is_err(),
+        "the key was sent something"
+    );
+}
+
+// ---- key choice ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_keys_the_one_touched_wins_and_the_other_is_cancelled() {
+    let mut rig = Rig::start(touch_only).await;
+    let alpha = rig.plug("alpha", never_touched()).await;
+    let bravo = rig.plug("bravo", never_touched()).await;
+    let mut events = rig.devices.registry.subscribe().await.unwrap().events;
+
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::Selecting(vec!["virtual_alpha".into(), "virtual_bravo".into()]))
+        .await;
+    // Both keys wait for a touch (authenticatorSelection); the user touches bravo.
+    busy_flags(&mut events, &["virtual_alpha", "virtual_bravo"], true).await;
+    bravo.key.set_touch(TouchPolicy::Auto);
+    // alpha gets CANCEL and goes idle; bravo makes the credential.
+    busy_flags(&mut events, &["virtual_alpha"], false).await;
+    let (seen, result) = driver.finish().await;
+    let registration = result.unwrap();
+    assert_eq!(registration.authenticator.as_str(), "virtual_bravo");
+    assert_eq!(
+        seen,
+        [
+            Seen::Selecting(vec!["virtual_alpha".into(), "virtual_bravo".into()]),
+            Seen::Registering("virtual_bravo".into()),
+            Seen::Completed("virtual_bravo".into()),
+        ]
+    );
+    rig.check_registration(&registration, USER).await;
+    rig.key("virtual_alpha").await.wink().await.unwrap();
+    drop(alpha);
+}
+
+// ---- U2F and NFC ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_u2f_only_key_registers_with_fido_u2f_when_uv_is_discouraged() {
+    let mut rig = Rig::start(touch_only).await;
+    let _key = rig
+        .plug(
+            "legacy",
+            Config {
+                u2f_only: true,
+                ..Config::default()
+            },
+        )
+        .await;
+    assert!(rig.key("virtual_legacy").await.info().is_none());
+    let (seen, result) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    let registration = result.unwrap();
+    assert_eq!(registration.attestation_format, "fido-u2f");
+    assert_eq!(
+        seen,
+        [
+            Seen::Registering("virtual_legacy".into()),
+            Seen::Completed("virtual_legacy".into())
+        ]
+    );
+    rig.check_registration(&registration, USER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_u2f_only_key_cannot_serve_a_request_requiring_uv() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig
+        .plug(
+            "legacy",
+            Config {
+                u2f_only: true,
+                ..Config::default()
+            },
+        )
+        .await;
+    let (seen, result) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::NotSupported)]);
+    assert!(matches!(
+        result,
+        Err(CeremonyError::NotSupported(
+            passkeyd::ceremony::NotSupported::U2fOnly
+        ))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_over_nfc_with_a_pin() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _card = rig.tap("reader0", with_pin("1234")).await;
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony).pins(&["1234"]).finish().await;
+    assert_eq!(seen.last(), Some(&Seen::Completed("nfc_reader0".into())));
+    let registration = result.unwrap();
+    assert_eq!(registration.authenticator.as_str(), "nfc_reader0");
+    assert_eq!(registration.attestation_format, "packed");
+    rig.check_registration(&registration, USER).await;
+}
