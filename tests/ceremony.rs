@@ -478,3 +478,337 @@ async fn a_registration_over_nfc_with_a_pin() {
     assert_eq!(registration.attestation_format, "packed");
     rig.check_registration(&registration, USER).await;
 }
+
+// ---- PIN blocking ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_wrong_pins_in_a_row_ask_for_a_replug() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _key = rig.plug("alpha", with_pin("1234")).await;
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony)
+        .pins(&["1111", "2222", "3333"])
+        .finish()
+        .await;
+    let pin = |retries, reason| Seen::NeedsPin {
+        key: "virtual_alpha".into(),
+        retries: Some(retries),
+        reason,
+    };
+    assert_eq!(
+        seen,
+        [
+            pin(8, PinPromptReason::First),
+            pin(7, PinPromptReason::WrongPin),
+            pin(6, PinPromptReason::WrongPin),
+            Seen::Failed(ErrorKind::PinAuthBlocked),
+        ]
+    );
+    assert!(matches!(result, Err(CeremonyError::PinAuthBlocked)));
+}
+
+/// getInfo of a CTAP 2.1 key with a PIN set: protocol 2 only.
+fn pin_key_info() -> ciborium::Value {
+    use ciborium::Value;
+    Value::Map(vec![
+        (
+            Value::Integer(1.into()),
+            Value::Array(vec![
+                Value::Text("FIDO_2_0".into()),
+                Value::Text("FIDO_2_1".into()),
+            ]),
+        ),
+        (
+            Value::Integer(3.into()),
+            Value::Bytes(device_support::FAKE_AAGUID.to_vec()),
+        ),
+        (
+            Value::Integer(4.into()),
+            Value::Map(vec![
+                (Value::Text("rk".into()), Value::Bool(true)),
+                (Value::Text("clientPin".into()), Value::Bool(true)),
+                (Value::Text("pinUvAuthToken".into()), Value::Bool(true)),
+            ]),
+        ),
+        (
+            Value::Integer(6.into()),
+            Value::Array(vec![Value::Integer(2.into())]),
+        ),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_blocked_by_the_last_wrong_attempt_ends_the_ceremony() {
+    use ctap::ctaphid::Command as HidCommand;
+    use device_support::{FAKE_CID as CID, ok_response};
+
+    let mut rig = Rig::start(|_| {}).await;
+    // A scripted key (the firmware cannot be power-cycled, so its PIN cannot be used up).
+    let (connection, mut fake) = device_support::fake_hid();
+    rig.devices
+        .plug("fake", passkeyd::transport::Transport::Virtual, connection)
+        .await;
+    fake.answer_init(CID).await;
+    assert_eq!(fake.expect_cbor(CID).await, [0x04]);
+    fake.send(CID, HidCommand::Cbor, &ok_response(&pin_key_info()))
+        .await;
+    rig.devices.added().await;
+
+    let key = tokio::spawn(async move {
+        // getPINRetries: one left.
+        assert_eq!(
+            fake.expect_cbor(CID).await,
+            device_support::PIN_RETRIES_REQUEST
+        );
+        fake.send(
+            CID,
+            HidCommand::Cbor,
+            &device_support::pin_retries_response(1),
+        )
+        .await;
+        // getKeyAgreement with protocol 2: clientPIN {1: 2, 2: 2}.
+        assert_eq!(
+            fake.expect_cbor(CID).await,
+            [0x06, 0xA2, 0x01, 0x02, 0x02, 0x02]
+        );
+        let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let cose =
+            ctap::cose::CoseKey::from_p256(&secret.public_key(), ctap::cose::alg::ECDH_ES_HKDF_256)
+                .to_value();
+        let answer = ciborium::Value::Map(vec![(ciborium::Value::Integer(1.into()), cose)]);
+        fake.send(CID, HidCommand::Cbor, &ok_response(&answer))
+            .await;
+        // getPinUvAuthTokenUsingPinWithPermissions (subcommand 9, protocol 2): the wrong
+        // PIN used the last retry.
+        let request = fake.expect_cbor(CID).await;
+        assert_eq!(request[0], 0x06);
+        assert_eq!(request[2..6], [0x01, 0x02, 0x02, 0x09]);
+        fake.send(CID, HidCommand::Cbor, &[0x32]).await;
+        fake
+    });
+
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony).pins(&["0000"]).finish().await;
+    assert_eq!(
+        seen,
+        [
+            Seen::NeedsPin {
+                key: "virtual_fake".into(),
+                retries: Some(1),
+                reason: PinPromptReason::First
+            },
+            Seen::Failed(ErrorKind::PinBlocked),
+        ]
+    );
+    assert!(matches!(result, Err(CeremonyError::PinBlocked)));
+    let mut fake = key.await.unwrap();
+    // Nothing more was asked of the key: no further prompt, no makeCredential.
+    assert!(fake.written.try_recv().is_err());
+}
+
+// ---- more on the exclude list ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclude_list_longer_than_the_key_takes_is_probed_in_batches() {
+    let mut rig = Rig::start(touch_only).await;
+    let _alpha = rig.plug("alpha", Config::default()).await;
+    // Ten passkeys elsewhere, then one on alpha: the user's list outgrows the firmware's
+    // maxCredentialCountInList (10), and alpha's id is in the second batch.
+    for _ in 0..10 {
+        rig.register_elsewhere(USER).await;
+    }
+    let (_, first) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    rig.check_registration(&first.unwrap(), USER).await;
+
+    let (seen, again) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::CredentialExcluded)]);
+    assert!(matches!(again, Err(CeremonyError::CredentialExcluded)));
+
+    // A new key holds none of the eleven: both batches are probed, none hits, and the
+    // credential is made. It is chosen by name, as two keys are present.
+    let _bravo = rig.plug("bravo", Config::default()).await;
+    let mut request = rig.request(USER).await;
+    request.authenticator = Some(passkeyd::transport::DeviceId::new(
+        passkeyd::transport::Transport::Virtual,
+        "bravo",
+    ));
+    let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen.last(), Some(&Seen::Completed("virtual_bravo".into())));
+    rig.check_registration(&result.unwrap(), USER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_u2f_only_key_already_registered_is_refused_after_a_touch() {
+    let mut rig = Rig::start(touch_only).await;
+    let _key = rig
+        .plug(
+            "legacy",
+            Config {
+                u2f_only: true,
+                ..Config::default()
+            },
+        )
+        .await;
+    let (_, first) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    rig.check_registration(&first.unwrap(), USER).await;
+    let (seen, second) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    assert_eq!(
+        seen,
+        [
+            Seen::NeedsTouch("virtual_legacy".into()),
+            Seen::Failed(ErrorKind::CredentialExcluded)
+        ]
+    );
+    assert!(matches!(second, Err(CeremonyError::CredentialExcluded)));
+}
+
+// ---- more on key choice and cancellation ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_u2f_only_key_takes_part_in_selection_by_touch() {
+    let mut rig = Rig::start(touch_only).await;
+    let _alpha = rig.plug("alpha", never_touched()).await;
+    let legacy = rig
+        .plug(
+            "legacy",
+            Config {
+                u2f_only: true,
+                touch: TouchPolicy::Never,
+                ..Config::default()
+            },
+        )
+        .await;
+    let mut events = rig.devices.registry.subscribe().await.unwrap().events;
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::Selecting(vec!["virtual_alpha".into(), "virtual_legacy".into()]))
+        .await;
+    busy_flags(&mut events, &["virtual_alpha", "virtual_legacy"], true).await;
+    legacy.key.set_touch(TouchPolicy::Auto);
+    let (seen, result) = driver.finish().await;
+    let registration = result.unwrap();
+    assert_eq!(registration.authenticator.as_str(), "virtual_legacy");
+    assert_eq!(registration.attestation_format, "fido-u2f");
+    assert_eq!(seen.last(), Some(&Seen::Completed("virtual_legacy".into())));
+    rig.check_registration(&registration, USER).await;
+    rig.key("virtual_alpha").await.wink().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_plugged_during_selection_join_it() {
+    let mut rig = Rig::start(touch_only).await;
+    let _alpha = rig.plug("alpha", never_touched()).await;
+    let _bravo = rig.plug("bravo", never_touched()).await;
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::Selecting(vec!["virtual_alpha".into(), "virtual_bravo".into()]))
+        .await;
+    // Plugged in and touched at once.
+    let _charlie = rig.plug("charlie", Config::default()).await;
+    let (seen, result) = driver.finish().await;
+    assert_eq!(result.unwrap().authenticator.as_str(), "virtual_charlie");
+    assert_eq!(
+        seen,
+        [
+            Seen::Selecting(vec!["virtual_alpha".into(), "virtual_bravo".into()]),
+            Seen::Selecting(vec![
+                "virtual_alpha".into(),
+                "virtual_bravo".into(),
+                "virtual_charlie".into()
+            ]),
+            Seen::Registering("virtual_charlie".into()),
+            Seen::Completed("virtual_charlie".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_the_ceremony_waits_for_one() {
+    let mut rig = Rig::start(touch_only).await;
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver.until(|s| *s == Seen::Selecting(Vec::new())).await;
+    let _alpha = rig.plug("alpha", Config::default()).await;
+    let (seen, result) = driver.finish().await;
+    rig.check_registration(&result.unwrap(), USER).await;
+    assert_eq!(seen.last(), Some(&Seen::Completed("virtual_alpha".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_key_that_is_not_present_is_reported() {
+    let mut rig = Rig::start(touch_only).await;
+    let _alpha = rig.plug("alpha", Config::default()).await;
+    let mut request = rig.request(USER).await;
+    request.authenticator = Some(passkeyd::transport::DeviceId::new(
+        passkeyd::transport::Transport::Usb,
+        "ghost",
+    ));
+    let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
+        .finish()
+        .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::NoAuthenticator)]);
+    assert!(matches!(result, Err(CeremonyError::NoAuthenticator)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_and_a_dropped_handle_cancel_the_ceremony() {
+    let mut rig = Rig::start(touch_only).await;
+    let _alpha = rig.plug("alpha", never_touched()).await;
+    let mut events = rig.devices.registry.subscribe().await.unwrap().events;
+
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::NeedsTouch("virtual_alpha".into()))
+        .await;
+    driver
+        .ceremony
+        .canceller()
+        .cancel_with(CancelReason::Shutdown);
+    let (seen, result) = driver.finish().await;
+    assert_eq!(seen.last(), Some(&Seen::Cancelled(CancelReason::Shutdown)));
+    assert!(matches!(
+        result,
+        Err(CeremonyError::Cancelled(CancelReason::Shutdown))
+    ));
+
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::NeedsTouch("virtual_alpha".into()))
+        .await;
+    busy_flags(&mut events, &["virtual_alpha"], true).await;
+    // The owner goes away: the key gets CANCEL and goes idle.
+    drop(driver);
+    busy_flags(&mut events, &["virtual_alpha"], false).await;
+    rig.key("virtual_alpha").await.wink().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_refused_before_anything_is_sent() {
+    let rig = Rig::start(|_| {}).await;
+    let error = rig
+        .ceremonies
+        .start(passkeyd::ceremony::CeremonyRequest::new(
+            "al\u{202E}ice",
+            Some(passkeyd::loginid::Token::new("eyJ.e30.c2ln")),
+        ))
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    let error = rig
+        .ceremonies
+        .start(passkeyd::ceremony::CeremonyRequest::new(
+            USER,
+            Some(passkeyd::loginid::Token::new("a b")),
+        ))
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    assert!(rig.statuses("/fido2/v2/reg/init").await.is_empty());
+}

@@ -340,3 +340,46 @@ pub async fn busy_flags(
         }
     }
 }
+
+impl Rig {
+    /// Registers a passkey for `username` on some other authenticator (the emulator's
+    /// software one), straight through the LoginID client: a credential the keys under test
+    /// do not hold, which then shows up in the user's exclude list.
+    pub async fn register_elsewhere(&self, username: &str) -> Vec<u8> {
+        use loginid_emulator::soft_authenticator::{self, SoftAuthenticator};
+        use passkeyd::loginid::Base64Bytes;
+        use passkeyd::loginid::dto::{
+            CreationResult, RegCompleteRequest, RegInitRequest, UsernameType,
+        };
+        let deadline = tokio::time::Instant::now() + GENEROUS;
+        let token = self.grant(username).await;
+        let init = RegInitRequest::for_security_key(APP_ID, username, UsernameType::Email, None);
+        let options = self
+            .client
+            .reg_init(&init, Some(&token), deadline)
+            .await
+            .unwrap();
+        let request = soft_authenticator::Request {
+            rp_id: RP_ID.to_owned(),
+            challenge: options.registration_request_options.challenge.0.clone(),
+            origin: ORIGIN.to_owned(),
+            ..soft_authenticator::Request::default()
+        };
+        let registration = SoftAuthenticator::new().unwrap().make_credential(&request);
+        let complete = RegCompleteRequest {
+            creation_result: CreationResult {
+                attestation_object: Base64Bytes(registration.attestation_object),
+                client_data_json: Base64Bytes(registration.client_data_json),
+                credential_id: Base64Bytes(registration.credential_id.clone()),
+                authenticator_data: Some(Base64Bytes(registration.authenticator_data)),
+                public_key: Some(Base64Bytes(registration.public_key_spki)),
+                public_key_algorithm: Some(-7),
+                transports: Some(vec!["usb".to_owned()]),
+            },
+            session: options.session,
+            passkey_name: None,
+        };
+        self.client.reg_complete(&complete, deadline).await.unwrap();
+        registration.credential_id
+    }
+}
