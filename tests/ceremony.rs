@@ -763,7 +763,6 @@ async fn a_requested_key_that_is_not_present_is_reported() {
 async fn shutdown_and_a_dropped_handle_cancel_the_ceremony() {
     let mut rig = Rig::start(touch_only).await;
     let _alpha = rig.plug("alpha", never_touched()).await;
-    let mut events = rig.devices.registry.subscribe().await.unwrap().events;
 
     let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
     driver
@@ -780,6 +779,9 @@ async fn shutdown_and_a_dropped_handle_cancel_the_ceremony() {
         Err(CeremonyError::Cancelled(CancelReason::Shutdown))
     ));
 
+    // Once the registry shows the key idle, every event of the first ceremony is out.
+    rig.wait_idle("virtual_alpha").await;
+    let mut events = rig.devices.registry.subscribe().await.unwrap().events;
     let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
     driver
         .until(|s| *s == Seen::NeedsTouch("virtual_alpha".into()))

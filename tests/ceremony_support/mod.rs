@@ -171,6 +171,19 @@ impl Rig {
             .authenticator
     }
 
+    /// Waits until the registry shows key `id` idle.
+    pub async fn wait_idle(&self, id: &str) {
+        let give_up = tokio::time::Instant::now() + GENEROUS;
+        loop {
+            let devices = self.devices.registry.list().await;
+            if devices.iter().any(|d| d.id().as_str() == id && !d.busy) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < give_up, "{id} stays busy");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Lines of the emulator's request log for `path` (e.g. `/fido2/v2/reg/complete`), with
     /// their statuses.
     pub async fn statuses(&self, path: &str) -> Vec<Option<u64>> {
