@@ -814,3 +814,37 @@ async fn invalid_requests_are_refused_before_anything_is_sent() {
     assert_eq!(error.kind(), ErrorKind::InvalidArgument);
     assert!(rig.statuses("/fido2/v2/reg/init").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_cannot_serve_the_request_take_no_part_in_selection() {
+    let mut rig = Rig::start(|_| {}).await;
+    let _legacy = rig
+        .plug(
+            "legacy",
+            Config {
+                u2f_only: true,
+                touch: TouchPolicy::Never,
+                ..Config::default()
+            },
+        )
+        .await;
+    let _alpha = rig.plug("alpha", with_pin("1234")).await;
+    // UV is required: the U2F-only key cannot give it, so alpha is the only candidate and
+    // is used without a selection touch.
+    let ceremony = rig.ceremonies.start(rig.request(USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony).pins(&["1234"]).finish().await;
+    assert_eq!(
+        seen,
+        [
+            Seen::NeedsPin {
+                key: "virtual_alpha".into(),
+                retries: Some(8),
+                reason: PinPromptReason::First
+            },
+            Seen::Registering("virtual_alpha".into()),
+            Seen::Completed("virtual_alpha".into()),
+        ]
+    );
+    rig.check_registration(&result.unwrap(), USER).await;
+    rig.key("virtual_legacy").await.wink().await.unwrap();
+}

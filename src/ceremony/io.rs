@@ -98,6 +98,18 @@ impl Io {
         Ok(())
     }
 
+    /// Publishes a step once the credential exists: only cancellation stops the wait, so a
+    /// deadline passing now cannot keep `reg/complete` from running.
+    pub(super) async fn emit_past_deadline(&mut self, step: Progress) -> Result<(), CeremonyError> {
+        let Some(progress) = self.progress.clone() else {
+            return Ok(());
+        };
+        if self.guard_cancel(progress.send(step)).await?.is_err() {
+            self.progress = None;
+        }
+        Ok(())
+    }
+
     /// Whether anybody reads the progress stream (and so could answer a prompt).
     pub(super) fn has_listener(&self) -> bool {
         self.progress.as_ref().is_some_and(|p| !p.is_closed())

@@ -33,6 +33,19 @@ pub(super) struct KeyCeremony<'a> {
     pub(super) u2f_poll: Duration,
 }
 
+/// Whether a key with this getInfo (`None`: U2F only) can serve the request: the checks
+/// [`make_credential`] would fail on before using the key.
+pub(super) fn eligible(
+    creation: &Creation,
+    info: Option<&get_info::Response>,
+) -> Result<(), NotSupported> {
+    match info {
+        Some(info) if info.supports_ctap2() => KeyPlan::new(creation, info).map(drop),
+        _ if creation.u2f_possible() => Ok(()),
+        _ => Err(NotSupported::U2fOnly),
+    }
+}
+
 /// Makes the credential on `authenticator`, in CTAP2 or, for U2F-only keys, in U2F.
 pub(super) async fn make_credential(
     io: &mut Io,

@@ -244,7 +244,7 @@ impl Ceremonies {
                         Progress::Failed {
                             kind: error.kind(),
                             key: key.clone(),
-                            reason: error.to_string(),
+                            reason: describe(error),
                         }
                     }
                 };
@@ -261,9 +261,12 @@ impl Ceremonies {
             id,
             progress,
             result,
-            cancel: CancelOnDrop(Some(Canceller {
-                tx: Arc::new(cancel_tx),
-            })),
+            cancel: CancelOnDrop {
+                canceller: Canceller {
+                    tx: Arc::new(cancel_tx),
+                },
+                armed: true,
+            },
         })
     }
 }
@@ -318,12 +321,15 @@ impl Canceller {
 /// Cancels on drop unless disarmed: a caller that drops its handle (an owner leaving the
 /// bus) ends its ceremony.
 #[derive(Debug)]
-struct CancelOnDrop(Option<Canceller>);
+struct CancelOnDrop {
+    canceller: Canceller,
+    armed: bool,
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(canceller) = self.0.take() {
-            canceller.cancel();
+        if self.armed {
+            self.canceller.cancel();
         }
     }
 }
@@ -351,17 +357,12 @@ impl Ceremony {
 
     /// A handle to cancel the ceremony from elsewhere.
     pub fn canceller(&self) -> Canceller {
-        // INVARIANT: the canceller is only taken out by `result`, which consumes `self`.
-        self.cancel.0.clone().unwrap_or_else(|| Canceller {
-            tx: Arc::new(watch::channel(None).0),
-        })
+        self.cancel.canceller.clone()
     }
 
     /// Cancels the ceremony on the caller's behalf.
     pub fn cancel(&self) {
-        if let Some(canceller) = &self.cancel.0 {
-            canceller.cancel();
-        }
+        self.cancel.canceller.cancel();
     }
 
     /// Waits for the outcome. Steps not read by then are dropped, and the stream with them:
@@ -379,7 +380,7 @@ impl Ceremony {
             .await
             .unwrap_or(Err(CeremonyError::Cancelled(CancelReason::Shutdown)));
         // Ended: nothing left to cancel.
-        cancel.0 = None;
+        cancel.armed = false;
         outcome
     }
 }
@@ -436,11 +437,14 @@ async fn run(
     let client_data_json = client_data.to_json_bytes();
 
     // The key.
+    let eligible =
+        |device: &crate::device::DeviceInfo| key::eligible(&creation, device.info.as_deref());
     let authenticator = select::choose(
         io,
         &shared.registry,
         request.authenticator.as_ref(),
         config.u2f_poll_interval,
+        &eligible,
     )
     .await?;
     *key = Some(authenticator.id().clone());
@@ -462,7 +466,7 @@ async fn run(
     let built = result::build(attestation, &creation, client_data_json, transports)?;
 
     // reg/complete: the credential exists now, so it gets its grace.
-    io.emit(Progress::Registering {
+    io.emit_past_deadline(Progress::Registering {
         key: authenticator.id().clone(),
     })
     .await?;
@@ -494,6 +498,16 @@ async fn run(
         authenticator: authenticator.id().clone(),
         attestation_format: built.format,
     })
+}
+
+/// The error's text with its first cause (never a secret: LoginID messages are sanitized by
+/// the client, device errors carry statuses and framing details only).
+fn describe(error: &CeremonyError) -> String {
+    use std::error::Error as _;
+    match error.source() {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
 }
 
 /// A LoginID error at or past `deadline` is the ceremony's timeout; before it, `map` decides.

@@ -45,7 +45,7 @@ pub(super) struct Creation {
 }
 
 /// Why creation options cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OptionsError {
     /// `user.id` is empty or longer than 64 bytes.
@@ -57,6 +57,9 @@ pub enum OptionsError {
     /// No `public-key` algorithm is offered.
     #[error("no public-key algorithm is offered")]
     NoAlgorithm,
+    /// The makeCredential request built from the options breaks CTAP's rules.
+    #[error("the options make an invalid makeCredential request: {0}")]
+    Request(make_credential::RequestError),
 }
 
 impl Creation {
@@ -330,7 +333,7 @@ impl KeyPlan {
             request.attestation_formats_preference = vec!["none".to_owned()];
         }
         MakeCredential::new(request)
-            .map_err(|_| CeremonyError::NotSupported(NotSupported::Algorithm))
+            .map_err(|error| CeremonyError::BadOptions(OptionsError::Request(error)))
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::debug;
 
-use super::error::CeremonyError;
+use super::error::{CeremonyError, NotSupported};
 use super::io::Io;
 use super::progress::Progress;
 use crate::device::{
@@ -60,12 +60,18 @@ fn method(info: Option<&get_info::Response>) -> Method {
     }
 }
 
-/// Chooses the key for the ceremony.
+/// Whether a key can serve the request at all, judged from its getInfo.
+pub(super) type Eligible<'a> = &'a (dyn Fn(&DeviceInfo) -> Result<(), NotSupported> + Sync);
+
+/// Chooses the key for the ceremony. Keys that cannot serve the request (`eligible`) take
+/// no part in selection; when every key present is one of them, the first one's reason is
+/// the error.
 pub(super) async fn choose(
     io: &mut Io,
     registry: &RegistryHandle,
     requested: Option<&DeviceId>,
     u2f_poll: Duration,
+    eligible: Eligible<'_>,
 ) -> Result<Authenticator, CeremonyError> {
     if let Some(id) = requested {
         return io
@@ -76,10 +82,22 @@ pub(super) async fn choose(
     let Some(Subscription { devices, events }) = io.guard(registry.subscribe()).await? else {
         return Err(CeremonyError::NoAuthenticator);
     };
-    match devices.as_slice() {
-        [only] => Ok(only.authenticator.clone()),
-        [] => first_plugged(io, registry, events).await,
-        _ => by_touch(io, registry, devices, events, u2f_poll).await,
+    let mut refusal = None;
+    let mut candidates = Vec::new();
+    for device in devices {
+        match eligible(&device) {
+            Ok(()) => candidates.push(device),
+            Err(reason) => {
+                debug!(device = %device.id(), %reason, "cannot serve this request");
+                refusal.get_or_insert(reason);
+            }
+        }
+    }
+    match (candidates.as_slice(), refusal) {
+        ([only], _) => Ok(only.authenticator.clone()),
+        ([], Some(reason)) => Err(CeremonyError::NotSupported(reason)),
+        ([], None) => first_plugged(io, registry, events, eligible).await,
+        _ => by_touch(io, registry, candidates, events, u2f_poll, eligible).await,
     }
 }
 
@@ -89,15 +107,20 @@ async fn first_plugged(
     io: &mut Io,
     registry: &RegistryHandle,
     mut events: broadcast::Receiver<RegistryEvent>,
+    eligible: Eligible<'_>,
 ) -> Result<Authenticator, CeremonyError> {
     io.emit(Progress::Selecting { keys: Vec::new() }).await?;
+    let take = |device: DeviceInfo| match eligible(&device) {
+        Ok(()) => Ok(device.authenticator),
+        Err(reason) => Err(CeremonyError::NotSupported(reason)),
+    };
     loop {
         match io.guard(events.recv()).await? {
-            Ok(RegistryEvent::Added(device)) => return Ok(device.authenticator),
+            Ok(RegistryEvent::Added(device)) => return take(device),
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => {
                 if let Some(device) = io.guard(registry.list()).await?.into_iter().next() {
-                    return Ok(device.authenticator);
+                    return take(device);
                 }
             }
             Err(RecvError::Closed) => return Err(CeremonyError::NoAuthenticator),
@@ -119,13 +142,14 @@ async fn by_touch(
     devices: Vec<DeviceInfo>,
     mut events: broadcast::Receiver<RegistryEvent>,
     u2f_poll: Duration,
+    eligible: Eligible<'_>,
 ) -> Result<Authenticator, CeremonyError> {
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut keys: Vec<DeviceId> = Vec::new();
     let deadline = io.deadline;
     let join = |tasks: &mut JoinSet<_>, keys: &mut Vec<DeviceId>, device: DeviceInfo| {
-        if keys.contains(device.id()) {
+        if keys.contains(device.id()) || eligible(&device).is_err() {
             return false;
         }
         keys.push(device.id().clone());
