@@ -848,3 +848,72 @@ async fn keys_that_cannot_serve_the_request_take_no_part_in_selection() {
     rig.check_registration(&result.unwrap(), USER).await;
     rig.key("virtual_legacy").await.wink().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ctap2_0_key_is_selected_with_an_empty_pin_auth_and_cancelled_when_it_loses() {
+    use ctap::ctaphid::Command as HidCommand;
+    use device_support::FAKE_CID as CID;
+
+    let mut rig = Rig::start(touch_only).await;
+    // A scripted CTAP 2.0 key (getInfo versions ["FIDO_2_0"]).
+    let (connection, mut fake) = device_support::fake_hid();
+    rig.devices
+        .plug("old", passkeyd::transport::Transport::Virtual, connection)
+        .await;
+    fake.probe(CID).await;
+    rig.devices.added().await;
+    let alpha = rig.plug("alpha", never_touched()).await;
+    let mut events = rig.devices.registry.subscribe().await.unwrap().events;
+
+    let old_key = tokio::spawn(async move {
+        // The touch request: makeCredential for ".dummy" with a zero-length
+        // pinUvAuthParam (0x08: h'') and protocol 1 (0x09: 1).
+        let request = fake.expect_cbor(CID).await;
+        assert_eq!(request[0], 0x01);
+        assert!(request.windows(6).any(|w| w == b".dummy"));
+        assert_eq!(request[request.len() - 4..], [0x08, 0x40, 0x09, 0x01]);
+        fake.keepalive(CID, 0x02).await;
+        // The other key won: CTAPHID_CANCEL, answered as a key does.
+        let cancel = fake.next_message().await;
+        assert_eq!((cancel.cid, cancel.cmd), (CID, HidCommand::Cancel));
+        fake.send(CID, HidCommand::Cbor, &[0x2D]).await;
+        fake
+    });
+
+    let mut driver = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    driver
+        .until(|s| *s == Seen::Selecting(vec!["virtual_alpha".into(), "virtual_old".into()]))
+        .await;
+    busy_flags(&mut events, &["virtual_alpha", "virtual_old"], true).await;
+    alpha.key.set_touch(TouchPolicy::Auto);
+    let (seen, result) = driver.finish().await;
+    assert_eq!(seen.last(), Some(&Seen::Completed("virtual_alpha".into())));
+    rig.check_registration(&result.unwrap(), USER).await;
+    let mut fake = old_key.await.unwrap();
+    assert!(fake.written.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_in_use_by_another_ceremony_is_busy() {
+    let mut rig = Rig::start(touch_only).await;
+    let _alpha = rig.plug("alpha", never_touched()).await;
+    let mut first = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap());
+    first
+        .until(|s| *s == Seen::NeedsTouch("virtual_alpha".into()))
+        .await;
+    let (seen, result) = Driver::new(
+        rig.ceremonies
+            .start(rig.request("bob@example.com").await)
+            .unwrap(),
+    )
+    .finish()
+    .await;
+    assert_eq!(seen, [Seen::Failed(ErrorKind::Busy)]);
+    assert!(matches!(result, Err(CeremonyError::Busy)));
+    first.ceremony.cancel();
+    let (_, first) = first.finish().await;
+    assert!(matches!(
+        first,
+        Err(CeremonyError::Cancelled(CancelReason::Caller))
+    ));
+}
