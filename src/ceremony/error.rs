@@ -86,6 +86,9 @@ pub enum CeremonyError {
     TokenRejected(#[source] loginid::ApiError),
 }
 
+/// The prefix of every D-Bus error name of passkeyd.
+pub const DBUS_ERROR_PREFIX: &str = "org.passkeyd.Error.";
+
 /// The error kinds, one per D-Bus error name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -150,30 +153,32 @@ impl ErrorKind {
 
     /// The last component of the D-Bus error name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "InvalidArgument",
-            Self::NotAuthorized => "NotAuthorized",
-            Self::Busy => "Busy",
-            Self::NoAuthenticator => "NoAuthenticator",
-            Self::Cancelled => "Cancelled",
-            Self::Timeout => "Timeout",
-            Self::PinInvalid => "PinInvalid",
-            Self::PinBlocked => "PinBlocked",
-            Self::PinAuthBlocked => "PinAuthBlocked",
-            Self::PinRequired => "PinRequired",
-            Self::CredentialExcluded => "CredentialExcluded",
-            Self::NotSupported => "NotSupported",
-            Self::DeviceRemoved => "DeviceRemoved",
-            Self::DeviceError => "DeviceError",
-            Self::BackendRejected => "BackendRejected",
-            Self::BackendUnavailable => "BackendUnavailable",
-            Self::TokenRejected => "TokenRejected",
-        }
+        let name = self.dbus_name();
+        // INVARIANT: every name starts with the prefix, see `dbus_name`.
+        name.strip_prefix(DBUS_ERROR_PREFIX).unwrap_or(name)
     }
 
     /// The full D-Bus error name, `org.passkeyd.Error.<Kind>`.
-    pub fn dbus_name(self) -> String {
-        format!("org.passkeyd.Error.{}", self.as_str())
+    pub fn dbus_name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "org.passkeyd.Error.InvalidArgument",
+            Self::NotAuthorized => "org.passkeyd.Error.NotAuthorized",
+            Self::Busy => "org.passkeyd.Error.Busy",
+            Self::NoAuthenticator => "org.passkeyd.Error.NoAuthenticator",
+            Self::Cancelled => "org.passkeyd.Error.Cancelled",
+            Self::Timeout => "org.passkeyd.Error.Timeout",
+            Self::PinInvalid => "org.passkeyd.Error.PinInvalid",
+            Self::PinBlocked => "org.passkeyd.Error.PinBlocked",
+            Self::PinAuthBlocked => "org.passkeyd.Error.PinAuthBlocked",
+            Self::PinRequired => "org.passkeyd.Error.PinRequired",
+            Self::CredentialExcluded => "org.passkeyd.Error.CredentialExcluded",
+            Self::NotSupported => "org.passkeyd.Error.NotSupported",
+            Self::DeviceRemoved => "org.passkeyd.Error.DeviceRemoved",
+            Self::DeviceError => "org.passkeyd.Error.DeviceError",
+            Self::BackendRejected => "org.passkeyd.Error.BackendRejected",
+            Self::BackendUnavailable => "org.passkeyd.Error.BackendUnavailable",
+            Self::TokenRejected => "org.passkeyd.Error.TokenRejected",
+        }
     }
 }
 
@@ -419,13 +424,16 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_own_dbus_name() {
-        let names: Vec<String> = ErrorKind::ALL.iter().map(|k| k.dbus_name()).collect();
+        let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.dbus_name()).collect();
         let mut unique = names.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), 17);
         assert_eq!(names[0], "org.passkeyd.Error.InvalidArgument");
         assert_eq!(names[16], "org.passkeyd.Error.TokenRejected");
+        for kind in ErrorKind::ALL {
+            assert_eq!(format!("{DBUS_ERROR_PREFIX}{kind}"), kind.dbus_name());
+        }
     }
 
     #[test]

@@ -68,7 +68,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use url::Url;
 
 pub use error::{
-    BadResponse, CancelReason, CeremonyError, ConfigError, ErrorKind, InvalidArgument, NotSupported,
+    BadResponse, CancelReason, CeremonyError, ConfigError, DBUS_ERROR_PREFIX, ErrorKind,
+    InvalidArgument, NotSupported,
 };
 pub use origin::{Origin, OriginError, RpIdError};
 pub use plan::{MAX_EXCLUDE_CREDENTIALS, OptionsError};
