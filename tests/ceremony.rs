@@ -917,3 +917,19 @@ async fn a_key_in_use_by_another_ceremony_is_busy() {
         Err(CeremonyError::Cancelled(CancelReason::Caller))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rp_that_wants_no_attestation_gets_none() {
+    let mut rig = Rig::start(|config| {
+        touch_only(config);
+        config.attestation = loginid_emulator::Attestation::None;
+    })
+    .await;
+    let _alpha = rig.plug("alpha", Config::default()).await;
+    let (_, result) = Driver::new(rig.ceremonies.start(rig.request(USER).await).unwrap())
+        .finish()
+        .await;
+    let registration = result.unwrap();
+    assert_eq!(registration.attestation_format, "none");
+    rig.check_registration(&registration, USER).await;
+}
