@@ -246,7 +246,7 @@ async fn the_overall_deadline_ends_the_ceremony_and_cancels_the_key() {
     let mut rig = Rig::start(touch_only).await;
     let _key = rig.plug("alpha", never_touched()).await;
     let mut request = rig.request(USER).await;
-    request.timeout = Some(Duration::from_millis(1500));
+    request.timeout = Some(Duration::from_secs(3));
     let started = Instant::now();
     let (seen, result) = Driver::new(rig.ceremonies.start(request).unwrap())
         .finish()
@@ -260,7 +260,7 @@ async fn the_overall_deadline_ends_the_ceremony_and_cancels_the_key() {
         ]
     );
     assert!(matches!(result, Err(CeremonyError::Timeout)));
-    assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_secs(3), "{elapsed:?}");
     let key = rig.key("virtual_alpha").await;
     key.wink().await.unwrap();
 }
