@@ -204,6 +204,10 @@ impl Ceremonies {
 
     /// Validates `request` (nothing is sent anywhere when it is refused) and starts the
     /// ceremony on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the ceremony is a task).
     pub fn start(&self, request: CeremonyRequest) -> Result<Ceremony, CeremonyError> {
         request.validate()?;
         let config = &self.shared.config;
