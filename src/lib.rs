@@ -3,10 +3,12 @@
 //! The protocol core lives in the `ctap` crate (no IO). This crate holds the IO around it:
 //! [`transport`] (USB, NFC and virtual keys), [`device`] (one actor per key, the CTAPHID and
 //! APDU engines, and recording and replay of their traffic) and [`loginid`] (the HTTPS
-//! client); [`decode`] makes CTAP traffic readable for `passkeyctl decode`; [`daemon`] runs
-//! the transports and the device registry for `passkeyd`. The ceremony and the D-Bus service
-//! follow. See ARCHITECTURE.md.
+//! client); [`ceremony`] runs the registration from authorization token to LoginID token;
+//! [`decode`] makes CTAP traffic readable for `passkeyctl decode`; [`daemon`] runs the
+//! transports and the device registry for `passkeyd`. The D-Bus service follows. See
+//! ARCHITECTURE.md.
 
+pub mod ceremony;
 pub mod daemon;
 pub mod decode;
 pub mod device;
