@@ -3,16 +3,14 @@
 
 use std::{
     ffi::OsString,
-    os::{fd::AsFd, unix::net::UnixStream},
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use nix::{
-    errno::Errno,
-    poll::{PollFd, PollFlags, PollTimeout, poll},
-    sys::inotify::{AddWatchFlags, InitFlags, Inotify},
-};
+use inotify::{Inotify, WatchMask};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::io::Errno;
 
 /// Where pcsc-lite's client library looks for pcscd unless `PCSCLITE_CSOCK_NAME` says
 /// otherwise (Debian's build; `/var/run` is a link to `/run`).
@@ -78,42 +76,51 @@ fn watch_point(socket: &Path) -> Option<(&Path, OsString)> {
     None
 }
 
-fn watch(socket: &Path, shutdown: &UnixStream) -> nix::Result<Woken> {
-    let (dir, name) = watch_point(socket).ok_or(Errno::ENOENT)?;
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
-    inotify.add_watch(
+fn watch(socket: &Path, shutdown: &UnixStream) -> std::io::Result<Woken> {
+    let (dir, name) = watch_point(socket).ok_or(std::io::ErrorKind::NotFound)?;
+    // `Inotify::init` opens the descriptor non-blocking and close-on-exec.
+    let mut inotify = Inotify::init()?;
+    inotify.watches().add(
         dir,
-        AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
+        WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR,
     )?;
     // It may have appeared between the caller's look and the watch.
     if dir.join(&name).exists() {
         return Ok(Woken::Appeared);
     }
+    let mut buffer = [0u8; 4096];
     loop {
-        let mut fds = [
-            PollFd::new(shutdown.as_fd(), PollFlags::POLLIN),
-            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(error) => return Err(error),
-        }
-        let [shutdown_fd, inotify_fd] = &fds;
-        if shutdown_fd.any().unwrap_or(true) {
+        let (shutdown_ready, inotify_ready) = {
+            let mut fds = [
+                PollFd::new(shutdown, PollFlags::IN),
+                PollFd::new(&inotify, PollFlags::IN),
+            ];
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(error) => return Err(error.into()),
+            }
+            let [shutdown_fd, inotify_fd] = &fds;
+            (
+                !shutdown_fd.revents().is_empty(),
+                !inotify_fd.revents().is_empty(),
+            )
+        };
+        if shutdown_ready {
             return Ok(Woken::Shutdown);
         }
-        if inotify_fd.any().unwrap_or(false) {
-            match inotify.read_events() {
-                Ok(events) => {
-                    if events
-                        .iter()
-                        .any(|event| event.name.as_ref() == Some(&name))
-                    {
+        if inotify_ready {
+            match inotify.read_events(&mut buffer) {
+                Ok(mut events) => {
+                    if events.any(|event| event.name == Some(name.as_os_str())) {
                         return Ok(Woken::Appeared);
                     }
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(error) => return Err(error),
             }
         }
@@ -122,9 +129,12 @@ fn watch(socket: &Path, shutdown: &UnixStream) -> nix::Result<Woken> {
 
 /// Waits `pause`, or less if `shutdown` becomes readable or closes.
 fn pause_or_shutdown(shutdown: &UnixStream, pause: Duration) -> Woken {
-    let timeout = PollTimeout::try_from(pause).unwrap_or(PollTimeout::MAX);
-    let mut fds = [PollFd::new(shutdown.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, timeout) {
+    let timeout = Timespec::try_from(pause).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    let mut fds = [PollFd::new(shutdown, PollFlags::IN)];
+    match poll(&mut fds, Some(&timeout)) {
         Ok(0) => Woken::Timeout,
         Ok(_) => Woken::Shutdown,
         // Interrupted or failed: let the caller try pcscd again, then wait anew.
