@@ -127,6 +127,7 @@ impl AuthenticatorObject {
     }
 
     /// PIN attempts left before the key blocks its PIN.
+    #[zbus(out_args("retries"))]
     async fn pin_retries(&self, #[zbus(header)] header: Header<'_>) -> Result<u32, Error> {
         self.gate.check(&header).await?;
         self.authenticator

@@ -225,6 +225,7 @@ impl CeremonyObject {
 #[interface(name = "org.passkeyd.Ceremony1")]
 impl CeremonyObject {
     /// The current state: its number, name and details.
+    #[zbus(out_args("seq", "state", "details"))]
     async fn get_state(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -274,6 +275,7 @@ impl CeremonyObject {
 
     /// The result of a completed ceremony; the ceremony's error once failed or cancelled;
     /// `Busy` while it runs.
+    #[zbus(out_args("result"))]
     async fn result(
         &self,
         #[zbus(header)] header: Header<'_>,

@@ -34,6 +34,7 @@ pub(super) struct Manager {
 impl Manager {
     /// Starts a ceremony for `username` with the authorization token; returns its object,
     /// owned by the caller.
+    #[zbus(out_args("ceremony"))]
     async fn create_passkey(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -62,6 +63,7 @@ impl Manager {
 
     /// Verifies a LoginID token against the application's JWKS and that it was issued for
     /// `username`; returns its claims.
+    #[zbus(out_args("claims"))]
     async fn verify_token(
         &self,
         #[zbus(header)] header: Header<'_>,
