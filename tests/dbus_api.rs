@@ -288,10 +288,7 @@ async fn gdbus_introspects_and_calls() {
     let path = format!("/org/passkeyd/authenticator/{key}");
 
     let root = introspect(&rig, "/org/passkeyd").await;
-    assert!(
-        root.contains(&format!("<node name=\"authenticator\"")),
-        "{root}"
-    );
+    assert!(root.contains("<node name=\"authenticator\""), "{root}");
 
     let retries = rig
         .gdbus(
