@@ -8,7 +8,7 @@ mod dbus_support;
 
 use std::path::Path;
 
-use dbus_support::{NAME, Options, Rig, error_name, text};
+use dbus_support::{NAME, Options, PolkitMock, Rig, error_name, text};
 use passkeyd::dbus::{self, AccessPolicy, Bus, DbusError, ServiceConfig};
 
 /// `<interface name="NAME">…</interface>` of an introspection document, one trimmed line per
@@ -611,4 +611,139 @@ async fn a_taken_name_is_reported_and_shutdown_releases_it() {
         .unwrap();
     again.shutdown().await;
     drop(rig);
+}
+
+fn create_args(username: &str, token: &str) -> Vec<String> {
+    [
+        "--dest",
+        NAME,
+        "--object-path",
+        "/org/passkeyd",
+        "--method",
+        "org.passkeyd.Manager1.CreatePasskey",
+        username,
+        token,
+        "{}",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polkit_decides_and_a_pending_check_blocks_nobody() {
+    let rig = Rig::with(Options {
+        access: AccessPolicy {
+            polkit: true,
+            ..AccessPolicy::default()
+        },
+        ..Options::default()
+    })
+    .await;
+
+    // Yes: the ceremony starts; polkit was asked about the caller's bus name.
+    let mut mock = PolkitMock::start(&rig, "allow").await;
+    let holder = rig.hold_ceremony("alice").await;
+    let call: serde_json::Value = serde_json::from_str(&mock.line().await).unwrap();
+    assert_eq!(call["action"], "org.passkeyd.create-passkey");
+    assert_eq!(call["subject"], "system-bus-name");
+    assert!(call["name"].as_str().unwrap().starts_with(':'), "{call}");
+    assert_eq!(call["flags"], 0);
+    drop(holder);
+    rig.wait_no_ceremonies().await;
+    drop(mock);
+
+    // No: NotAuthorized; an interactive call says so to polkit.
+    let mut mock = PolkitMock::start(&rig, "deny").await;
+    let token = rig.grant("alice").await;
+    let mut args = vec!["--interactive".to_owned()];
+    args.extend(create_args("alice", &token));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = rig.gdbus("call", &args).await;
+    assert_eq!(error_name(&refused), "org.passkeyd.Error.NotAuthorized");
+    assert!(text(&refused.stderr).contains("polkit: not authorized"));
+    let call: serde_json::Value = serde_json::from_str(&mock.line().await).unwrap();
+    assert_eq!(call["flags"], 1, "AllowUserInteraction");
+    assert_eq!(rig.service().ceremony_count().await, 0);
+    drop(mock);
+
+    // A check polkit sits on: other calls are answered meanwhile.
+    let mut mock = PolkitMock::start(&rig, "hold").await;
+    let mut pending = std::process::Command::new("gdbus");
+    pending
+        .arg("call")
+        .args(["--address", &rig.bus.address])
+        .args(create_args("alice", &token))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut pending = pending.spawn().unwrap();
+    let call: serde_json::Value = serde_json::from_str(&mock.line().await).unwrap();
+    assert_eq!(call["action"], "org.passkeyd.create-passkey");
+    let other = rig
+        .gdbus(
+            "call",
+            &[
+                "--dest",
+                NAME,
+                "--object-path",
+                "/org/passkeyd",
+                "--method",
+                "org.passkeyd.Manager1.VerifyToken",
+                "not-a-jwt",
+                "alice",
+            ],
+        )
+        .await;
+    assert_eq!(error_name(&other), "org.passkeyd.Error.TokenRejected");
+    assert!(
+        pending.try_wait().unwrap().is_none(),
+        "the CreatePasskey waiting for polkit was answered before the other call"
+    );
+    mock.release();
+    let status = tokio::task::spawn_blocking(move || pending.wait().unwrap())
+        .await
+        .unwrap();
+    // Allowed once released (or refused had polkit's 5 s passed); answered either way.
+    assert!(status.code().is_some());
+    rig.wait_no_ceremonies().await;
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_ceremonies_and_their_keys() {
+    let mut rig = Rig::start().await;
+    let key = rig
+        .plug(
+            "untouched",
+            virtkey::Config {
+                touch: virtkey::TouchPolicy::Never,
+                ..virtkey::Config::default()
+            },
+        )
+        .await;
+    let holder = rig.hold_ceremony("erin").await;
+    // The key takes the request and waits for a touch.
+    rig.wait_until("the key is busy", || {
+        let registry = rig.registry.clone();
+        let key = key.clone();
+        async move {
+            registry
+                .list()
+                .await
+                .iter()
+                .any(|d| d.id().as_str() == key && d.busy)
+        }
+    })
+    .await;
+    assert_eq!(rig.service().ceremony_count().await, 1);
+    let service = rig.service.take().unwrap();
+    service.shutdown().await;
+    rig.wait_until("the key is idle", || rig.idle(&key)).await;
+    // The objects and the name are gone.
+    let names = rig.busctl(&["list", "--acquired"]).await;
+    assert!(
+        !text(&names.stdout).contains(NAME),
+        "{}",
+        text(&names.stdout)
+    );
+    drop(holder);
 }

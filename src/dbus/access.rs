@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 use zbus::fdo::DBusProxy;
 use zbus::message::{Flags, Header};
 use zbus::names::BusName;
+use zbus::proxy::CacheProperties;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
 use super::error::Error;
@@ -130,7 +131,11 @@ impl Gate {
             Default::default()
         };
         let check = async {
-            let authority = AuthorityProxy::new(&self.inner.connection).await?;
+            // No property cache: nothing but this one call goes to the authority.
+            let authority = AuthorityProxy::builder(&self.inner.connection)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
             authority
                 .check_authorization(&subject, POLKIT_CREATE_PASSKEY, &HashMap::new(), flags, "")
                 .await

@@ -390,6 +390,62 @@ impl Rig {
     }
 }
 
+/// The python stand-in for polkit's authority (`polkit_mock.py`); killed on drop.
+pub struct PolkitMock {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+impl PolkitMock {
+    /// Starts the mock in `mode` (`allow`, `deny`, `hold`) and waits until it owns its name.
+    pub async fn start(rig: &Rig, mode: &str) -> Self {
+        let mut child = Command::new(PYTHON)
+            .arg(support_dir().join("polkit_mock.py"))
+            .args([rig.bus.address.as_str(), mode])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut mock = Self { child, lines };
+        assert_eq!(mock.line().await, "ready");
+        mock
+    }
+
+    /// The next line the mock printed (a call, as JSON).
+    pub async fn line(&mut self) -> String {
+        tokio::time::timeout(GENEROUS, self.lines.recv())
+            .await
+            .expect("the polkit mock says something")
+            .expect("the polkit mock runs")
+    }
+
+    /// Lets held checks through (`hold` mode).
+    pub fn release(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for PolkitMock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A python client holding a ceremony; dropping it disconnects the client.
 pub struct Holder {
     child: Child,
