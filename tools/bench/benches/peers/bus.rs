@@ -54,12 +54,13 @@ impl PrivateBus {
             address,
         })
     }
+}
 
-    pub fn connect(&self) -> anyhow::Result<Connection> {
-        let mut channel = Channel::open_private(&self.address)?;
-        channel.register()?;
-        Ok(Connection::from(channel))
-    }
+/// A connection of our own to the bus at `address`.
+pub fn connect(address: &str) -> anyhow::Result<Connection> {
+    let mut channel = Channel::open_private(address)?;
+    channel.register()?;
+    Ok(Connection::from(channel))
 }
 
 /// Watches `NameOwnerChanged` for `name` on `conn`; `start()` then runs and the time from its

@@ -24,9 +24,11 @@ mod bus;
 mod clients;
 mod daemon;
 mod idle;
+mod overbus;
 mod pacing;
 mod report;
 mod scale;
+mod service;
 mod startup;
 mod util;
 
@@ -190,6 +192,9 @@ fn part1(args: &Args, work: &std::path::Path) -> anyhow::Result<ClientRuns> {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        return service::serve_main(std::env::args().skip(2));
+    }
     let args = parse_args()?;
     let work = tempfile::Builder::new()
         .prefix("passkeyd-bench-")
@@ -223,6 +228,20 @@ fn main() -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let over_bus = if want(2) || want(4) || want(5) {
+        let host = service::Host::detect(&args.bins);
+        eprintln!("over D-Bus, daemon: {host:?}");
+        Some(overbus::run(
+            &args.bins,
+            work.path(),
+            host,
+            &[1, 2, 4, 8],
+            args.scale_per_key,
+            args.startups,
+        )?)
+    } else {
+        None
+    };
     let idle = if want(3) {
         eprintln!("idle: {} s", args.idle_secs);
         Some(idle::run(
@@ -251,6 +270,7 @@ fn main() -> anyhow::Result<()> {
         clients,
         pacing,
         scale,
+        over_bus,
         idle,
         startup,
     };
