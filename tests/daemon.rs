@@ -40,7 +40,10 @@ impl PrivateBus {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
-            .arg(format!("--address=unix:path={}", dir.path().join("bus").display()))
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.path().join("bus").display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -128,8 +131,15 @@ impl Daemon {
         Self::start_with(args, &[])
     }
 
+    /// With `env`; as systemd does, `WATCHDOG_PID` is set to the daemon's own pid (a shell
+    /// learns it, then becomes the daemon).
     fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child: Child = Command::new(env!("CARGO_BIN_EXE_passkeyd"))
+        let mut child: Child = Command::new("sh")
+            .args([
+                "-c",
+                "WATCHDOG_PID=$$ exec \"$0\" \"$@\"",
+                env!("CARGO_BIN_EXE_passkeyd"),
+            ])
             .args(args)
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
@@ -433,15 +443,17 @@ fn systemd_hears_ready_watchdog_and_stopping() {
             ("WATCHDOG_USEC", "200000"),
         ],
     );
-    let mut receive = || {
+    let receive = || {
         let mut buffer = [0; 512];
         let n = socket.recv(&mut buffer).expect("a notification in time");
-        String::from_utf8_lossy(&buffer[..n]).into_owned()
+        String::from_utf8_lossy(&buffer[..n]).trim_end().to_owned()
     };
     let ready = receive();
     assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
     assert!(
-        ready.lines().any(|line| line == "STATUS=serving org.passkeyd"),
+        ready
+            .lines()
+            .any(|line| line == "STATUS=serving org.passkeyd"),
         "{ready:?}"
     );
     assert!(bus.has_owner("org.passkeyd"));

@@ -104,7 +104,9 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
                 return Ok(());
             }
             // No journal socket (a container): plain lines, the journal stamps them.
-            Err(error) => eprintln!("passkeyd: the journal is not reachable ({error}): logging to stderr"),
+            Err(error) => {
+                eprintln!("passkeyd: the journal is not reachable ({error}): logging to stderr")
+            }
         }
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)

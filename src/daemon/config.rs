@@ -325,8 +325,16 @@ fn positive(key: &'static str, value: u64, max: u64) -> Result<u64, ConfigError>
 impl TransportsSection {
     fn apply(self, config: &mut Config) -> Result<(), ConfigError> {
         const MAX_MS: u64 = MAX_SECONDS * 1000;
-        let open_window = positive("transports.usb_open_window_ms", self.usb_open_window_ms, MAX_MS)?;
-        let first = positive("transports.nfc_first_retry_ms", self.nfc_first_retry_ms, MAX_MS)?;
+        let open_window = positive(
+            "transports.usb_open_window_ms",
+            self.usb_open_window_ms,
+            MAX_MS,
+        )?;
+        let first = positive(
+            "transports.nfc_first_retry_ms",
+            self.nfc_first_retry_ms,
+            MAX_MS,
+        )?;
         let max = positive("transports.nfc_max_retry_ms", self.nfc_max_retry_ms, MAX_MS)?;
         if max < first {
             return Err(ConfigError::NfcRetryOrder {

@@ -62,9 +62,9 @@ pub enum DaemonError {
     /// The configuration names a user or group that does not exist.
     #[error("configuration")]
     Config(#[from] ConfigError),
-    /// The LoginID settings were refused.
+    /// The LoginID settings were refused (or its HTTP client could not be built).
     #[error("LoginID settings")]
-    LoginId(#[from] loginid::ConfigError),
+    LoginId(#[from] loginid::Error),
     /// The ceremony settings were refused.
     #[error("ceremony settings")]
     Ceremony(#[from] ceremony::ConfigError),

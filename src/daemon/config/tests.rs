@@ -31,7 +31,10 @@ fn only_loginid_is_required_and_the_rest_defaults() {
     );
     assert_eq!(config.loginid.app_id, "app1");
     assert!(!config.loginid.allow_http_loopback);
-    assert_eq!(config.ceremony.origin.as_str(), "https://kiosk.example.com/");
+    assert_eq!(
+        config.ceremony.origin.as_str(),
+        "https://kiosk.example.com/"
+    );
     assert!(!config.ceremony.allow_loopback_origin);
     assert!(config.ceremony.verify_token);
     assert_eq!(config.ceremony.default_timeout, Duration::from_secs(300));
