@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::daemon::Daemon;
+use url::Url;
+
+use crate::service::Host;
 use crate::util::{Bins, context_switches, status_kib, thread_count, wait_for_lines};
 
 pub struct IdleResult {
@@ -20,7 +22,15 @@ pub struct IdleResult {
     pub keys_per_second: f64,
 }
 
-pub fn run(bins: &Bins, work: &Path, daemon: &Daemon, seconds: u64) -> anyhow::Result<IdleResult> {
+/// `host` on the bus at `address`; LoginID is never asked while idle, so nobody listens at
+/// the configured address.
+pub fn run(
+    bins: &Bins,
+    work: &Path,
+    host: Host,
+    address: &str,
+    seconds: u64,
+) -> anyhow::Result<IdleResult> {
     const KEYS: usize = 4;
     let dir = work.join("idle-keys");
     let mut keys = Vec::new();
@@ -28,7 +38,8 @@ pub fn run(bins: &Bins, work: &Path, daemon: &Daemon, seconds: u64) -> anyhow::R
         keys.push(bins.virtkey(&dir, &format!("k{i}"), &[])?);
     }
     let log = work.join("idle-daemon.log");
-    let mut proc = daemon.spawn(bins, work, &dir, &log)?;
+    let nobody = Url::parse("http://127.0.0.1:9/")?;
+    let mut proc = host.spawn(bins, work, address, &dir, &nobody, &log)?;
     wait_for_lines(&log, "key added", KEYS, &mut proc)?;
     std::thread::sleep(Duration::from_secs(2));
 

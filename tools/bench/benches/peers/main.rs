@@ -22,7 +22,6 @@
 
 mod bus;
 mod clients;
-mod daemon;
 mod idle;
 mod overbus;
 mod pacing;
@@ -228,12 +227,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let bus = bus::PrivateBus::start(work.path())?;
+    let host = service::Host::detect(&args.bins);
+    eprintln!("the daemon: {}", host.describe());
     let over_bus = if want(2) || want(4) || want(5) {
-        let host = service::Host::detect(&args.bins);
-        eprintln!("over D-Bus, daemon: {host:?}");
         Some(overbus::run(
             &args.bins,
             work.path(),
+            &bus,
             host,
             &[1, 2, 4, 8],
             args.scale_per_key,
@@ -247,24 +248,13 @@ fn main() -> anyhow::Result<()> {
         Some(idle::run(
             &args.bins,
             work.path(),
-            &daemon::Daemon,
+            host,
+            &bus.address,
             args.idle_secs,
         )?)
     } else {
         None
     };
-    let startup = if want(4) {
-        eprintln!("start-up: {} starts", args.startups);
-        Some(startup::run(
-            &args.bins,
-            work.path(),
-            &daemon::Daemon,
-            args.startups,
-        )?)
-    } else {
-        None
-    };
-
     let results = report::Results {
         cores,
         clients,
@@ -272,7 +262,6 @@ fn main() -> anyhow::Result<()> {
         scale,
         over_bus,
         idle,
-        startup,
     };
     let text = report::render(&args, &results);
     println!("{text}");

@@ -26,12 +26,12 @@ pub struct BusResults {
 pub fn run(
     bins: &Bins,
     work: &Path,
+    bus: &PrivateBus,
     host: Host,
     counts: &[usize],
     per_key: usize,
     starts: usize,
 ) -> anyhow::Result<BusResults> {
-    let bus = PrivateBus::start(work)?;
     let emulator_dir = work.join("bus-emulator");
     std::fs::create_dir_all(&emulator_dir)?;
     let (emulator, loginid) = bins.emulator(&emulator_dir, &APP)?;

@@ -22,7 +22,6 @@ pub struct Results {
     pub scale: Vec<ScalePoint>,
     pub over_bus: Option<crate::overbus::BusResults>,
     pub idle: Option<IdleResult>,
-    pub startup: Option<StartupResult>,
 }
 
 fn wall_ms(samples: &Samples, op: &str) -> f64 {
@@ -92,9 +91,8 @@ pub fn render(args: &Args, r: &Results) -> String {
     if let Some(i) = &r.idle {
         part3(w, i, &mut targets);
     }
-    let bus_startup = r.over_bus.as_ref().map(|b| &b.startup);
-    if bus_startup.is_some() || r.startup.is_some() {
-        part4(w, bus_startup, r.startup.as_ref(), &mut targets);
+    if let Some(b) = &r.over_bus {
+        part4(w, Some(&b.startup), None, &mut targets);
     }
     if let Some(b) = &r.over_bus {
         part5(
