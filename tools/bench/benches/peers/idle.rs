@@ -8,7 +8,9 @@ use std::time::Duration;
 use url::Url;
 
 use crate::service::Host;
-use crate::util::{Bins, context_switches, status_kib, thread_count, wait_for_lines};
+use crate::util::{
+    Bins, context_switches, status_kib, switches_between, thread_count, wait_for_lines,
+};
 
 pub struct IdleResult {
     pub keys: usize,
@@ -18,6 +20,8 @@ pub struct IdleResult {
     pub rss_kib: u64,
     pub hwm_kib: u64,
     pub threads: usize,
+    /// Threads present at the start of the window and gone at its end.
+    pub threads_ended: u64,
     /// The virtkey processes over the same window, for contrast (their firmware polls).
     pub keys_per_second: f64,
 }
@@ -44,22 +48,33 @@ pub fn run(
     std::thread::sleep(Duration::from_secs(2));
 
     let pid = proc.pid();
-    let key_switches = || keys.iter().map(|k| context_switches(k.pid())).sum::<u64>();
+    let key_switches = || {
+        keys.iter()
+            .map(|k| context_switches(k.pid()))
+            .collect::<Vec<_>>()
+    };
     let before = context_switches(pid);
     let keys_before = key_switches();
     std::thread::sleep(Duration::from_secs(seconds));
     let after = context_switches(pid);
     let keys_after = key_switches();
     proc.check_alive()?;
+    let (switches, threads_ended) = switches_between(&before, &after);
+    let key_total: u64 = keys_before
+        .iter()
+        .zip(&keys_after)
+        .map(|(b, a)| switches_between(b, a).0)
+        .sum();
     let result = IdleResult {
         keys: KEYS,
         seconds,
-        switches: after - before,
-        per_second: (after - before) as f64 / seconds as f64,
+        switches,
+        per_second: switches as f64 / seconds as f64,
         rss_kib: status_kib(pid, "VmRSS").unwrap_or(0),
         hwm_kib: status_kib(pid, "VmHWM").unwrap_or(0),
         threads: thread_count(pid),
-        keys_per_second: (keys_after - keys_before) as f64 / seconds as f64,
+        threads_ended,
+        keys_per_second: key_total as f64 / seconds as f64,
     };
     proc.stop();
     Ok(result)

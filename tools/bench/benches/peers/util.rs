@@ -41,15 +41,23 @@ pub fn proc_cpu(pid: u32) -> Duration {
     Duration::from_nanos(total)
 }
 
-/// Context switches (voluntary and involuntary) of every thread of a process: each one is a
+/// Context switches (voluntary and involuntary) per thread id of a process: each one is a
 /// thread going to sleep or being preempted, so a thread that wakes up N times shows N.
-pub fn context_switches(pid: u32) -> u64 {
-    let mut total = 0;
+pub fn context_switches(pid: u32) -> BTreeMap<u64, u64> {
+    let mut threads = BTreeMap::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return threads;
     };
     for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
         if let Ok(text) = fs::read_to_string(task.path().join("status")) {
+            let mut total = 0;
             for line in text.lines() {
                 if let Some(rest) = line
                     .strip_prefix("voluntary_ctxt_switches:")
@@ -58,9 +66,22 @@ pub fn context_switches(pid: u32) -> u64 {
                     total += rest.trim().parse::<u64>().unwrap_or(0);
                 }
             }
+            threads.insert(tid, total);
         }
     }
-    total
+    threads
+}
+
+/// Wake-ups between two [`context_switches`] samples: the growth of each thread seen at the
+/// end (all of it for a thread that is new), plus one for each thread that ended (its last
+/// wake-up; what it did before is not visible any more). Returns (wake-ups, threads ended).
+pub fn switches_between(before: &BTreeMap<u64, u64>, after: &BTreeMap<u64, u64>) -> (u64, u64) {
+    let grown: u64 = after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum();
+    let ended = before.keys().filter(|tid| !after.contains_key(tid)).count() as u64;
+    (grown + ended, ended)
 }
 
 /// Threads of a process.
