@@ -17,17 +17,21 @@ use clap_complete::Shell;
 /// The environment variable that asks a program for its assets: the output directory.
 pub const ASSETS_ENV: &str = "PASSKEYD_GENERATE_ASSETS";
 
-/// If [`ASSETS_ENV`] is set, writes the assets of the program described by `command` (see
-/// [`write_assets`]) and returns the exit code to leave with; otherwise `None`, and the
-/// program runs as usual.
-pub fn generate_if_requested(command: impl FnOnce() -> clap::Command) -> Option<ExitCode> {
+/// If [`ASSETS_ENV`] is set, writes the assets of the program `name` (the installed binary's
+/// name, `env!("CARGO_BIN_NAME")`) described by `command` (see [`write_assets`]) and returns
+/// the exit code to leave with; otherwise `None`, and the program runs as usual.
+pub fn generate_if_requested(
+    name: &str,
+    command: impl FnOnce() -> clap::Command,
+) -> Option<ExitCode> {
     let dir: OsString = std::env::var_os(ASSETS_ENV)?;
-    let command = command();
-    let name = command.get_name().to_owned();
-    Some(match write_assets(command, Path::new(&dir)) {
+    Some(match write_assets(command(), name, Path::new(&dir)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("{name}: cannot write assets to {}: {error}", dir.display());
+            eprintln!(
+                "{name}: cannot write assets to {}: {error}",
+                Path::new(&dir).display()
+            );
             ExitCode::FAILURE
         }
     })
@@ -35,25 +39,25 @@ pub fn generate_if_requested(command: impl FnOnce() -> clap::Command) -> Option<
 
 /// Writes `man/NAME.1` (section 1, with one page per subcommand as `NAME-SUB.1`) and the
 /// completions `completions/NAME.bash`, `completions/_NAME` (zsh) and
-/// `completions/NAME.fish` under `dir`, creating the directories.
-pub fn write_assets(command: clap::Command, dir: &Path) -> io::Result<()> {
+/// `completions/NAME.fish` under `dir`, creating the directories. NAME is `name`, whatever
+/// the command calls itself (clap defaults to the package's name).
+pub fn write_assets(command: clap::Command, name: &str, dir: &Path) -> io::Result<()> {
     let man_dir = dir.join("man");
     let completions_dir = dir.join("completions");
     fs::create_dir_all(&man_dir)?;
     fs::create_dir_all(&completions_dir)?;
 
-    let mut command = command;
+    let mut command = command.bin_name(name).display_name(name);
     command.build();
-    write_man_pages(&command, &man_dir, command.get_name())?;
+    write_man_pages(&command, &man_dir, name)?;
 
-    let name = command.get_name().to_owned();
     for (shell, file) in [
         (Shell::Bash, format!("{name}.bash")),
         (Shell::Zsh, format!("_{name}")),
         (Shell::Fish, format!("{name}.fish")),
     ] {
         let mut out = BufWriter::new(File::create(completions_dir.join(file))?);
-        clap_complete::generate(shell, &mut command, name.clone(), &mut out);
+        clap_complete::generate(shell, &mut command, name, &mut out);
         out.flush()?;
     }
     Ok(())
@@ -80,7 +84,8 @@ mod tests {
     use super::*;
 
     fn sample() -> clap::Command {
-        clap::Command::new("samplectl")
+        // Named like the package, as clap's derive does without `name`.
+        clap::Command::new("samplepkg")
             .about("Sample client")
             .arg(
                 clap::Arg::new("json")
@@ -94,7 +99,7 @@ mod tests {
     #[test]
     fn writes_pages_per_subcommand_and_three_completions() {
         let dir = tempfile::tempdir().unwrap();
-        write_assets(sample(), dir.path()).unwrap();
+        write_assets(sample(), "samplectl", dir.path()).unwrap();
 
         let mut pages: Vec<String> = fs::read_dir(dir.path().join("man"))
             .unwrap()
