@@ -156,16 +156,14 @@ fn call(
     method: &str,
     args: &[&str],
 ) -> Output {
-    let output = who
-        .command("gdbus")
+    who.command("gdbus")
         .args(["call", "--address", address, "--dest", dest])
         .args(["--object-path", path, "--method", method, "--timeout", "20"])
         .args(args)
         .env("HOME", "/nonexistent")
         .stdin(Stdio::null())
         .output()
-        .unwrap();
-    output
+        .unwrap()
 }
 
 fn stderr(output: &Output) -> String {
