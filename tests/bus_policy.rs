@@ -11,9 +11,10 @@
 //! reach the service's interfaces; an outsider, even one in the service's own group
 //! `passkeyd`, is refused every one of them.
 //!
-//! The name's owner is a stand-in exporting `/org/passkeyd` (python3-dbus), run as
-//! `passkeyd`: what is under test is the bus's decision, which does not depend on who
-//! answers.
+//! The name's owner is the real daemon (`passkeyd --address`), run as `passkeyd` with an
+//! allow-list naming `passkeyd-users`, so an allowed caller gets the service's own answer (an
+//! `InvalidArgument` for an empty request, after the service's own authorization), while a
+//! refused one never reaches it.
 
 // Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bound for anything that should happen at once on a loaded machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -75,31 +76,21 @@ fn bus_config(socket: &Path, policy: &Path) -> String {
     )
 }
 
-/// A stand-in for the service: exports `/org/passkeyd` with a Manager1 method, Properties and
-/// Introspectable, then requests the name (DoNotQueue) and says `owned`.
-const STAND_IN: &str = r#"
-import sys
-import dbus, dbus.service
-from dbus.mainloop.glib import DBusGMainLoop
-from gi.repository import GLib
+/// The daemon's configuration: no transports (nothing to find), a LoginID it never reaches
+/// (nothing here starts a ceremony), callers from `passkeyd-users`.
+const DAEMON_CONFIG: &str = r#"
+[loginid]
+base_url = "http://127.0.0.1:9"
+app_id = "bus-policy-test"
+origin = "https://kiosk.example.com"
+allow_insecure_loopback = true
 
-DBusGMainLoop(set_as_default=True)
-bus = dbus.bus.BusConnection(sys.argv[1])
+[transports]
+usb = false
+nfc = false
 
-class Manager(dbus.service.Object):
-    @dbus.service.method("org.passkeyd.Manager1", in_signature="ss", out_signature="a{sv}")
-    def VerifyToken(self, token, username):
-        raise dbus.exceptions.DBusException(
-            "stand-in rejects every token", name="org.passkeyd.Error.TokenRejected")
-
-    @dbus.service.method("org.freedesktop.DBus.Properties", in_signature="ss", out_signature="v")
-    def Get(self, interface, name):
-        return dbus.String("stand-in")
-
-Manager(bus, "/org/passkeyd")
-name = dbus.service.BusName("org.passkeyd", bus, do_not_queue=True)
-print("owned", flush=True)
-GLib.MainLoop().run()
+[access]
+allowed_groups = ["passkeyd-users"]
 "#;
 
 /// A child process killed when dropped (a failed assertion must not leave it running).
@@ -198,14 +189,14 @@ fn service_calls(who: Identity, address: &str) -> [(&'static str, Output); 3] {
     let path = "/org/passkeyd";
     [
         (
-            "Manager1.VerifyToken",
+            "Manager1.CreatePasskey",
             call(
                 who,
                 address,
                 "org.passkeyd",
                 path,
-                "org.passkeyd.Manager1.VerifyToken",
-                &["token", "alice"],
+                "org.passkeyd.Manager1.CreatePasskey",
+                &["''", "''", "@a{sv} {}"],
             ),
         ),
         (
@@ -328,33 +319,54 @@ fn only_the_service_user_owns_the_name_and_only_allowed_callers_reach_it() {
         );
     }
 
-    // passkeyd may.
-    let mut owner = service
-        .command("/usr/bin/python3")
-        .args(["-c", STAND_IN, &address])
-        .stdout(Stdio::piped())
+    // passkeyd may: the daemon, started as passkeyd, takes the name.
+    let daemon_config = dir.path().join("config.toml");
+    fs::write(&daemon_config, DAEMON_CONFIG).unwrap();
+    fs::set_permissions(&daemon_config, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut daemon = service
+        .command(env!("CARGO_BIN_EXE_passkeyd"))
+        .arg("--address")
+        .arg(&address)
+        .arg("--config")
+        .arg(&daemon_config)
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let owner_out = lines(owner.stdout.take().unwrap());
-    let owner_err = lines(owner.stderr.take().unwrap());
-    let _owner = Guard(owner);
-    if owner_out.recv_timeout(WAIT).as_deref() != Ok("owned") {
-        let errors: Vec<String> = owner_err.try_iter().collect();
-        panic!("passkeyd could not own org.passkeyd: {errors:?}");
+    let daemon_err = lines(daemon.stderr.take().unwrap());
+    let mut daemon = Guard(daemon);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let owner = call(
+            root,
+            &address,
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.GetNameOwner",
+            &["org.passkeyd"],
+        );
+        if owner.status.success() {
+            break;
+        }
+        if daemon.0.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let errors: Vec<String> = daemon_err.try_iter().collect();
+            panic!("passkeyd did not own org.passkeyd: {errors:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
     }
 
-    // Allowed callers reach the service: the stand-in's own answers come back.
+    // Allowed callers reach the service: its own answers come back.
     for who in [root, member] {
-        let [(_, verify), (_, get), (_, introspect)] = service_calls(who, &address);
+        let [(_, create), (_, get), (_, introspect)] = service_calls(who, &address);
         assert!(
-            stderr(&verify).contains("org.passkeyd.Error.TokenRejected"),
-            "{who:?} VerifyToken: {verify:?}"
+            stderr(&create).contains("org.passkeyd.Error.InvalidArgument"),
+            "{who:?} CreatePasskey: {create:?}"
         );
         assert!(get.status.success(), "{who:?} Properties.Get: {get:?}");
         assert_eq!(
             String::from_utf8_lossy(&get.stdout).trim(),
-            "(<'stand-in'>,)",
+            format!("(<'{}'>,)", env!("CARGO_PKG_VERSION")),
             "{who:?}"
         );
         assert!(
