@@ -19,6 +19,7 @@
 
 mod access;
 mod args;
+pub mod client;
 mod error;
 mod manager;
 mod service;
