@@ -8,7 +8,7 @@ mod dbus_support;
 
 use std::path::Path;
 
-use dbus_support::{NAME, Options, PolkitMock, Rig, error_name, text};
+use dbus_support::{NAME, Options, Rig, Script, error_name, text};
 use passkeyd::dbus::{self, AccessPolicy, Bus, DbusError, ServiceConfig};
 
 /// `<interface name="NAME">…</interface>` of an introspection document, one trimmed line per
@@ -641,7 +641,7 @@ async fn polkit_decides_and_a_pending_check_blocks_nobody() {
     .await;
 
     // Yes: the ceremony starts; polkit was asked about the caller's bus name.
-    let mut mock = PolkitMock::start(&rig, "allow").await;
+    let mut mock = Script::polkit(&rig, "allow").await;
     let holder = rig.hold_ceremony("alice").await;
     let call: serde_json::Value = serde_json::from_str(&mock.line().await).unwrap();
     assert_eq!(call["action"], "org.passkeyd.create-passkey");
@@ -653,7 +653,7 @@ async fn polkit_decides_and_a_pending_check_blocks_nobody() {
     drop(mock);
 
     // No: NotAuthorized; an interactive call says so to polkit.
-    let mut mock = PolkitMock::start(&rig, "deny").await;
+    let mut mock = Script::polkit(&rig, "deny").await;
     let token = rig.grant("alice").await;
     let mut args = vec!["--interactive".to_owned()];
     args.extend(create_args("alice", &token));
@@ -667,7 +667,7 @@ async fn polkit_decides_and_a_pending_check_blocks_nobody() {
     drop(mock);
 
     // A check polkit sits on: other calls are answered meanwhile.
-    let mut mock = PolkitMock::start(&rig, "hold").await;
+    let mut mock = Script::polkit(&rig, "hold").await;
     let mut pending = std::process::Command::new("gdbus");
     pending
         .arg("call")

@@ -6,7 +6,8 @@
 
 mod dbus_support;
 
-use dbus_support::{NAME, Options, Rig, error_name, text, uv_required};
+use dbus_support::{NAME, Options, Rig, Script, error_name, text, uv_required};
+use passkeyd::dbus::Limits;
 use serde_json::{Value, json};
 
 fn parse(out: &std::process::Output) -> Value {
@@ -238,5 +239,134 @@ async fn two_hundred_concurrent_calls_all_get_answers() {
         ])
         .await;
     assert!(version.status.success());
+    rig.shutdown().await;
+}
+
+/// The next signal `watch` prints that `keep` accepts.
+async fn next_matching(watch: &mut Script, keep: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let signal = watch.json().await;
+        if keep(&signal) {
+            return signal;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_and_properties_follow_keys_and_ceremonies() {
+    let mut rig = Rig::start().await;
+    let mut watch = Script::start(&rig, "watch.py", &[]);
+    assert_eq!(watch.line().await, "\"ready\"");
+
+    // A key plugged in: its object, and the Manager's list.
+    let key = rig
+        .plug(
+            "slow",
+            virtkey::Config {
+                touch: virtkey::TouchPolicy::Never,
+                ..virtkey::Config::default()
+            },
+        )
+        .await;
+    let key_path = format!("/org/passkeyd/authenticator/{key}");
+    let added = next_matching(&mut watch, |s| s["signal"] == "InterfacesAdded").await;
+    assert_eq!(added["path"], json!(key_path));
+    assert!(
+        added["interfaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("org.passkeyd.Authenticator1")),
+        "{added}"
+    );
+    let listed = next_matching(&mut watch, |s| {
+        s["signal"] == "PropertiesChanged" && s["changed"].get("Authenticators").is_some()
+    })
+    .await;
+    assert_eq!(listed["changed"]["Authenticators"], json!([key_path]));
+
+    // A ceremony: its object appears, the key becomes busy, and idle again when the owner
+    // leaves; the object goes.
+    let holder = rig.hold_ceremony("frank").await;
+    let ceremony = holder.path.clone();
+    let added = next_matching(&mut watch, |s| s["signal"] == "InterfacesAdded").await;
+    assert_eq!(added["path"], json!(ceremony));
+    assert_eq!(added["interfaces"], json!(["org.passkeyd.Ceremony1"]));
+    let listed = next_matching(&mut watch, |s| {
+        s["signal"] == "PropertiesChanged" && s["changed"].get("Ceremonies").is_some()
+    })
+    .await;
+    assert_eq!(listed["changed"]["Ceremonies"], json!([ceremony]));
+    let busy = next_matching(&mut watch, |s| {
+        s["signal"] == "PropertiesChanged" && s["path"] == json!(key_path)
+    })
+    .await;
+    assert_eq!(busy["interface"], "org.passkeyd.Authenticator1");
+    assert_eq!(busy["changed"], json!({"Busy": true}));
+    drop(holder);
+    let idle = next_matching(&mut watch, |s| {
+        s["signal"] == "PropertiesChanged" && s["path"] == json!(key_path)
+    })
+    .await;
+    assert_eq!(idle["changed"], json!({"Busy": false}));
+    let removed = next_matching(&mut watch, |s| s["signal"] == "InterfacesRemoved").await;
+    assert_eq!(removed["path"], json!(ceremony));
+    let listed = next_matching(&mut watch, |s| {
+        s["signal"] == "PropertiesChanged" && s["changed"].get("Ceremonies").is_some()
+    })
+    .await;
+    assert_eq!(listed["changed"]["Ceremonies"], json!([]));
+
+    // The key unplugged: its object goes.
+    rig.keys.clear();
+    let removed = next_matching(&mut watch, |s| s["signal"] == "InterfacesRemoved").await;
+    assert_eq!(removed["path"], json!(key_path));
+    assert_eq!(
+        removed["interfaces"],
+        json!(["org.passkeyd.Authenticator1"])
+    );
+    let listed = next_matching(&mut watch, |s| {
+        s["signal"] == "PropertiesChanged" && s["changed"].get("Authenticators").is_some()
+    })
+    .await;
+    assert_eq!(listed["changed"]["Authenticators"], json!([]));
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_per_caller_and_linger() {
+    let rig = Rig::with(Options {
+        limits: Limits {
+            linger: std::time::Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let token = rig.grant("grace").await;
+    let out = rig.python("per_caller.py", &["grace", &token]).await;
+    let answers = parse(&out);
+    let answers = answers.as_array().unwrap();
+    assert!(
+        answers[0]
+            .as_str()
+            .unwrap()
+            .starts_with("/org/passkeyd/ceremony/")
+    );
+    assert!(
+        answers[1]
+            .as_str()
+            .unwrap()
+            .starts_with("/org/passkeyd/ceremony/")
+    );
+    assert_eq!(answers[2], json!("org.passkeyd.Error.Busy"));
+    rig.wait_no_ceremonies().await;
+
+    // A ceremony that fails at once (LoginID refuses the token) lingers, then goes while its
+    // owner is still connected.
+    let holder = rig
+        .hold_ceremony_with("grace", "eyJhbGciOiJFUzI1NiJ9.e30.bm90LWEtZ3JhbnQ")
+        .await;
+    rig.wait_no_ceremonies().await;
+    drop(holder);
     rig.shutdown().await;
 }
