@@ -169,6 +169,9 @@ async fn only_the_owner_may_drive_or_read_its_ceremony() {
         run["owner_result_after_cancel"],
         json!("org.passkeyd.Error.Cancelled")
     );
+    // The signals went to the owner alone.
+    assert_eq!(run["signals_seen"]["owner"], json!(["cancelled"]), "{run}");
+    assert_eq!(run["signals_seen"]["other"], json!([]), "{run}");
     rig.wait_no_ceremonies().await;
     rig.shutdown().await;
 }
