@@ -46,7 +46,8 @@ impl DbusDaemon {
             .arg(format!("--address=unix:path={}", dir.join("bus").display()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // It complains that it cannot raise its fd limit when not run as a service.
+            .stderr(Stdio::null())
             .spawn()
             .expect("dbus-daemon (Debian package dbus-daemon) must be installed");
         let stdout = child.stdout.take().unwrap();
