@@ -1,7 +1,7 @@
 //! Rig for the D-Bus client tests: a private `dbus-daemon`, the LoginID emulator, virtual
-//! keys on sockets in a temporary directory (the real virtual-key transport finds them), and
-//! the service in-process (registry, transport, ceremonies, `dbus::serve`) on that bus.
-//! Everything it starts stops when the rig is dropped.
+//! keys on sockets in a temporary directory (the daemon's virtual-key transport finds them),
+//! and the daemon in-process (`daemon::run` on that bus, configured as `passkeyd` would be from
+//! its TOML file). Everything it starts stops when the rig is dropped.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loginid_emulator::{Emulator, EmulatorConfig, ResidentKey, UserVerification};
-use passkeyd::ceremony::{Ceremonies, CeremonyConfig};
+use passkeyd::daemon::{self, Config, DaemonError};
+use passkeyd::dbus::Bus;
 use passkeyd::dbus::client::Client;
-use passkeyd::dbus::{Bus, Service, ServiceConfig};
-use passkeyd::device::{DeviceConfig, Registry};
 use passkeyd::loginid::dto::{GrantRequest, scope};
 use passkeyd::loginid::{ApiKey, LoginIdClient, LoginIdConfig, Token};
-use passkeyd::transport::virt::{self, VirtualConfig, VirtualTransport};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use url::Url;
 
 pub const APP_ID: &str = "passkeyctl-test-app";
@@ -103,10 +102,9 @@ pub fn with_pin(pin: Option<&str>) -> virtkey::Config {
 pub struct Rig {
     pub emulator: Emulator,
     pub loginid: LoginIdClient,
-    pub service: Option<Service>,
-    pub bus: Bus,
+    stop: Option<oneshot::Sender<()>>,
+    daemon: Option<JoinHandle<Result<(), DaemonError>>>,
     pub keys: Vec<Key>,
-    _transport: VirtualTransport,
     // Dropped last: the bus, then the directory.
     pub dbus: DbusDaemon,
     pub dir: tempfile::TempDir,
@@ -135,25 +133,32 @@ impl Rig {
             keys.push(serve_key(&keys_dir, name, key_config.clone()));
         }
 
-        let (events_tx, events_rx) = mpsc::channel(64);
-        let registry = Registry::spawn(events_rx, DeviceConfig::default());
-        let transport = virt::spawn(VirtualConfig { dir: keys_dir }, events_tx).unwrap();
-        let mut ceremony_config = CeremonyConfig::new(Url::parse(ORIGIN).unwrap());
-        ceremony_config.min_timeout = Duration::from_secs(1);
-        let ceremonies =
-            Ceremonies::new(registry.clone(), loginid.clone(), ceremony_config).unwrap();
+        let daemon_config = Config::from_toml(&format!(
+            "[loginid]\n\
+             base_url = \"{}\"\n\
+             app_id = \"{APP_ID}\"\n\
+             origin = \"{ORIGIN}\"\n\
+             allow_insecure_loopback = true\n\
+             [transports]\n\
+             usb = false\n\
+             nfc = false\n\
+             virtual_dir = \"{}\"\n",
+            emulator.base_url(),
+            keys_dir.display(),
+        ))
+        .unwrap();
         let bus = Bus::address(&dbus.address).await.unwrap();
-        let service = passkeyd::dbus::serve(&bus, ceremonies, registry, ServiceConfig::default())
-            .await
-            .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let daemon = tokio::spawn(daemon::run(bus, daemon_config, async {
+            let _ = stopped.await;
+        }));
 
         let rig = Self {
             emulator,
             loginid,
-            service: Some(service),
-            bus,
+            stop: Some(stop),
+            daemon: Some(daemon),
             keys,
-            _transport: transport,
             dbus,
             dir,
         };
@@ -167,19 +172,24 @@ impl Rig {
         Client::new(&bus).await.unwrap()
     }
 
-    /// Waits until the service shows `count` keys.
+    /// Waits until the daemon owns its name and shows `count` keys.
     pub async fn wait_for_keys(&self, count: usize) {
-        let client = self.client().await;
+        let bus = Bus::address(&self.dbus.address).await.unwrap();
         tokio::time::timeout(STEP, async {
             loop {
-                if client.authenticators().await.unwrap().len() == count {
+                if self.daemon.as_ref().is_some_and(JoinHandle::is_finished) {
+                    panic!("the daemon stopped at start-up");
+                }
+                if let Ok(client) = Client::new(&bus).await
+                    && client.authenticators().await.unwrap().len() == count
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
         .await
-        .expect("the keys did not appear on the bus");
+        .expect("the daemon or the keys did not appear on the bus");
     }
 
     /// An authorization token for `username` (LoginID `mgmt/grant`, `reg:write`).
@@ -201,10 +211,16 @@ impl Rig {
         run(env!("CARGO_BIN_EXE_passkeyctl"), &all, stdin).await
     }
 
+    /// Stops the daemon as SIGTERM would, and checks that it ended cleanly.
     pub async fn shutdown(mut self) {
-        if let Some(service) = self.service.take() {
-            tokio::time::timeout(STEP, service.shutdown())
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(daemon) = self.daemon.take() {
+            tokio::time::timeout(STEP, daemon)
                 .await
+                .expect("the daemon did not stop in time")
+                .unwrap()
                 .unwrap();
         }
     }
