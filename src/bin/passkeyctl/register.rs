@@ -198,6 +198,14 @@ fn report(registration: &Registration, json: bool) {
     print_stdout(&format!("{}\n", registration.token.expose()));
 }
 
+fn interrupted_failure() -> Failure {
+    Failure::new(
+        "org.passkeyd.Error.Cancelled",
+        "interrupted; the ceremony was cancelled",
+        EXIT_INTERRUPTED,
+    )
+}
+
 fn key_name(update: &StateUpdate) -> String {
     update
         .details
@@ -274,6 +282,10 @@ impl Ceremony<'_> {
                     match answer {
                         (Ok(pin), PinKind::Current) => self.send(Answer::Pin(pin)).await?,
                         (Ok(pin), PinKind::New) => self.send(Answer::NewPin(pin)).await?,
+                        // Ctrl-C while the terminal read waits: the signal interrupts it.
+                        (Err(error), _) if error.kind() == std::io::ErrorKind::Interrupted => {
+                            return self.abandon(interrupted_failure()).await;
+                        }
                         (Err(error), _) => {
                             return self
                                 .abandon(Failure::new(
@@ -287,13 +299,7 @@ impl Ceremony<'_> {
                 }
                 () = &mut interrupt => {
                     drop(prompt.take());
-                    return self
-                        .abandon(Failure::new(
-                            "org.passkeyd.Error.Cancelled",
-                            "interrupted; the ceremony was cancelled",
-                            EXIT_INTERRUPTED,
-                        ))
-                        .await;
+                    return self.abandon(interrupted_failure()).await;
                 }
                 () = sleep_until(deadline) => {
                     drop(prompt.take());
