@@ -586,3 +586,49 @@ async fn refused_arguments_are_json_errors() {
     assert_eq!(code(&output), 2);
     rig.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_reaches_the_service_and_fails_as_timeout() {
+    let rig = Rig::start(RigConfig {
+        user_verification: UserVerification::Required,
+        keys: vec![(
+            "key0",
+            virtkey::Config {
+                touch: virtkey::TouchPolicy::Never,
+                ..with_pin(Some(PIN))
+            },
+        )],
+    })
+    .await;
+    let grant = rig.grant("ivan@example.com").await;
+    let started = std::time::Instant::now();
+    // 10 s: the daemon's shortest ceremony by default (`ceremony_min_s`).
+    let output = rig
+        .passkeyctl(
+            &[
+                "register",
+                "--username",
+                "ivan@example.com",
+                "--token",
+                grant.expose(),
+                "--pin",
+                PIN,
+                "--timeout",
+                "10",
+                "--json",
+            ],
+            "",
+        )
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
+    assert_eq!(json(&output)["error"], "org.passkeyd.Error.Timeout");
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(30),
+        "{elapsed:?}"
+    );
+    let client = rig.client().await;
+    assert!(client.ceremonies().await.unwrap().is_empty());
+    assert!(!client.authenticator("virtual_key0").await.unwrap().busy);
+    rig.shutdown().await;
+}
