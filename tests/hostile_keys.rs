@@ -312,7 +312,7 @@ fn flapping(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_flapping_in_a_loop_leaves_the_registry_consistent() {
-    const CYCLES: usize = 6;
+    const CYCLES: usize = 20;
     let scratch = TempDir::new();
     let probe_dir = scratch.0.join("probe");
     std::fs::create_dir_all(&probe_dir).unwrap();
@@ -344,6 +344,9 @@ async fn a_key_flapping_in_a_loop_leaves_the_registry_consistent() {
     // removed without having been announced.
     let mut present: BTreeSet<String> = BTreeSet::new();
     let mut announced_count = 0_usize;
+    let mut stale_checked = 0_usize;
+    // The handle of the announced flapping key's latest plug-in, kept past its removal.
+    let mut kept = None;
     let (mut mid_probe_replugs, mut announced_replugs) = (0, 0);
     // A ceremony on the good key while the others flap.
     let mut request = rig.request(GOOD_USER).await;
@@ -372,6 +375,7 @@ async fn a_key_flapping_in_a_loop_leaves_the_registry_consistent() {
                         matches!(result, Err(DeviceError::DeviceRemoved) | Ok(())),
                         "{result:?}"
                     );
+                    kept = Some(device.authenticator.clone());
                 }
                 assert_ne!(
                     id, "virtual_midprobe",
@@ -380,6 +384,16 @@ async fn a_key_flapping_in_a_loop_leaves_the_registry_consistent() {
             }
             RegistryEvent::Removed(id) => {
                 assert!(present.remove(id.as_str()), "{id} removed but not present");
+                // A handle to a removed key fails at once instead of reaching a newer
+                // plug-in of the same key.
+                if let Some(stale) = kept.take() {
+                    let result = timeout(GENEROUS, stale.wink()).await.unwrap();
+                    assert!(
+                        matches!(result, Err(DeviceError::DeviceRemoved)),
+                        "{result:?}"
+                    );
+                    stale_checked += 1;
+                }
             }
             _ => {}
         }
@@ -387,6 +401,7 @@ async fn a_key_flapping_in_a_loop_leaves_the_registry_consistent() {
         announced_replugs += replugs(&announced_events);
     }
     assert!(announced_count >= 1);
+    assert!(stale_checked >= 1);
     let (seen, result) = timeout(GENEROUS, good_outcome).await.unwrap().unwrap();
     assert_eq!(
         seen.last(),
