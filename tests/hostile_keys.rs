@@ -78,9 +78,8 @@ async fn against(mode: Hostile) -> (CeremonyError, Duration) {
     rig.check_registration(&good_result.unwrap(), GOOD_USER)
         .await;
 
-    let error = match bad_result {
-        Err(error) => error,
-        Ok(_) => panic!("{mode:?}: the hostile key's ceremony succeeded"),
+    let Err(error) = bad_result else {
+        panic!("{mode:?}: the hostile key's ceremony succeeded");
     };
     assert_eq!(
         bad_seen.last(),

@@ -233,9 +233,8 @@ fn edit_auth_data(data: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>) -> Option<()>) 
         if status != 0x00 {
             return None;
         }
-        let mut map = match ciborium::from_reader::<Value, _>(body).ok()? {
-            Value::Map(map) => map,
-            _ => return None,
+        let Value::Map(mut map) = ciborium::from_reader::<Value, _>(body).ok()? else {
+            return None;
         };
         let auth = map.iter_mut().find_map(|(key, value)| match (key, value) {
             (Value::Integer(key), Value::Bytes(bytes)) if i128::from(*key) == AUTH_DATA => {
