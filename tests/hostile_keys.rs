@@ -260,6 +260,30 @@ async fn a_credential_key_off_the_curve_is_refused() {
     assert_eq!(bad_response(&error), &BadResponse::PublicKeyNotOnCurve);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_as_large_as_ctaphid_allows_with_an_unknown_member_is_accepted() {
+    let mut rig = Rig::start(touch_only).await;
+    let _key = rig
+        .plug(
+            "big",
+            Config {
+                hostile: Some(Hostile::MaximumSize),
+                ..Config::default()
+            },
+        )
+        .await;
+    let ceremony = rig.ceremonies.start(rig.request(GOOD_USER).await).unwrap();
+    let (seen, result) = Driver::new(ceremony).finish().await;
+    assert_eq!(
+        without_touch(&seen),
+        [
+            Seen::Registering("virtual_big".into()),
+            Seen::Completed("virtual_big".into())
+        ]
+    );
+    rig.check_registration(&result.unwrap(), GOOD_USER).await;
+}
+
 // ---- a flapping key ----
 
 /// Reports a key sends while the registry probes it (INIT and getInfo), measured.

@@ -74,11 +74,15 @@ pub enum Hostile {
     /// The firmware's answer with the credential public key's y coordinate changed so that
     /// the point is not on the curve (P-256).
     CoseKeyOffCurve,
+    /// Not an error: the firmware's answer with an unknown member (0x20, a byte string) that
+    /// makes it exactly as large as CTAPHID can carry (7609 bytes). A host must accept it
+    /// (CTAP 2.2 §8: unknown members are ignored).
+    MaximumSize,
 }
 
 impl Hostile {
     /// Every mode.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::OtherChannel,
         Self::WrongSequence,
         Self::InitMidMessage,
@@ -92,6 +96,7 @@ impl Hostile {
         Self::CredentialIdMismatch,
         Self::CredentialIdTooLong,
         Self::CoseKeyOffCurve,
+        Self::MaximumSize,
     ];
 
     /// The mode's name on the `virtkey` command line (`--hostile NAME`).
@@ -110,6 +115,7 @@ impl Hostile {
             Self::CredentialIdMismatch => "credential-id-mismatch",
             Self::CredentialIdTooLong => "credential-id-too-long",
             Self::CoseKeyOffCurve => "cose-key-off-curve",
+            Self::MaximumSize => "max-size",
         }
     }
 
@@ -168,6 +174,7 @@ impl Hostile {
                 Some(())
             }),
             Self::CoseKeyOffCurve => edit_auth_data(data, move_key_off_curve),
+            Self::MaximumSize => pad_to_maximum(data),
             _ => data,
         }
     }
@@ -213,6 +220,47 @@ pub(crate) enum RequestFate {
     KeepBusy,
     /// Drop it silently.
     Ignore,
+}
+
+/// makeCredential response member used for padding: unknown to CTAP 2.2.
+const PADDING_MEMBER: i64 = 0x20;
+
+/// Adds [`PADDING_MEMBER`] to a successful answer so that it is [`MAX_FRAMED_LEN`] bytes long;
+/// any other answer, or one too long already, goes out unchanged.
+fn pad_to_maximum(data: Vec<u8>) -> Vec<u8> {
+    let padded = (|| {
+        let (&status, body) = data.split_first()?;
+        if status != 0x00 {
+            return None;
+        }
+        let Value::Map(map) = ciborium::from_reader::<Value, _>(body).ok()? else {
+            return None;
+        };
+        let encode = |padding: usize| {
+            let mut map = map.clone();
+            map.push((
+                Value::from(PADDING_MEMBER),
+                Value::Bytes(vec![0x5a; padding]),
+            ));
+            let mut out = vec![0x00];
+            ciborium::into_writer(&Value::Map(map), &mut out).ok()?;
+            Some(out)
+        };
+        // The padding's own header grows with its length: settle it in a few rounds.
+        let mut padding = MAX_FRAMED_LEN.checked_sub(data.len())?;
+        for _ in 0..4 {
+            let out = encode(padding)?;
+            match out.len().cmp(&MAX_FRAMED_LEN) {
+                std::cmp::Ordering::Equal => return Some(out),
+                std::cmp::Ordering::Greater => {
+                    padding = padding.checked_sub(out.len() - MAX_FRAMED_LEN)?;
+                }
+                std::cmp::Ordering::Less => padding += MAX_FRAMED_LEN - out.len(),
+            }
+        }
+        None
+    })();
+    padded.unwrap_or(data)
 }
 
 /// credentialIdLength of authenticator data with attested credential data.
@@ -418,6 +466,20 @@ mod tests {
         assert_eq!(huge[0], 0x00);
         assert_eq!(huge[1], 0x81);
         assert_eq!(huge[MAX_FRAMED_LEN - 1], 0x80);
+    }
+
+    #[test]
+    fn the_padded_answer_fills_ctaphid_and_keeps_the_firmware_members() {
+        let (data, auth) = answer();
+        let padded = Hostile::MaximumSize.tamper_data(data);
+        assert_eq!(padded.len(), MAX_FRAMED_LEN);
+        assert_eq!(auth_data_of(&padded), auth);
+        let Value::Map(map) = ciborium::from_reader::<Value, _>(&padded[1..]).unwrap() else {
+            panic!("not a map");
+        };
+        assert_eq!(map.len(), 4);
+        assert_eq!(map[3].0, Value::from(0x20));
+        assert_eq!(Hostile::MaximumSize.tamper_data(vec![0x2f]), vec![0x2f]);
     }
 
     #[test]
