@@ -16,7 +16,7 @@ use ceremony_support::device_support::{GENEROUS, Rig as DeviceRig};
 use ceremony_support::*;
 use ctap::cbor::DecodeError;
 use ctap::ctaphid::{FramingError, TransactionError};
-use passkeyd::ceremony::{BadResponse, CeremonyError, ErrorKind};
+use passkeyd::ceremony::{BadResponse, CancelReason, CeremonyError, ErrorKind};
 use passkeyd::device::{DeviceConfig, DeviceError, ProtocolError, Registry, RegistryEvent};
 use passkeyd::transport::virt::{self, VirtualConfig};
 use passkeyd::transport::{DeviceId, Transport};
@@ -189,6 +189,62 @@ async fn a_silent_key_ends_in_a_timeout_before_the_deadline() {
     let (error, elapsed) = against(Hostile::Silence).await;
     assert!(matches!(error, CeremonyError::Timeout), "{error:?}");
     assert!(elapsed >= DeviceConfig::default().inactivity_timeout);
+}
+
+/// Cancels a ceremony once `mode`'s key is working on makeCredential; returns how long the
+/// ceremony took to end after the cancel.
+async fn cancel_on(mode: Hostile) -> Duration {
+    let mut rig = Rig::start(touch_only).await;
+    let _bad = rig
+        .plug(
+            "bad",
+            Config {
+                hostile: Some(mode),
+                ..Config::default()
+            },
+        )
+        .await;
+    let mut events = rig.devices.registry.subscribe().await.unwrap().events;
+    let ceremony = rig
+        .ceremonies
+        .start(rig.request(HOSTILE_USER).await)
+        .unwrap();
+    // Busy: makeCredential is out (the ceremony asks nothing else of a touch-only key).
+    busy_flags(&mut events, &["virtual_bad"], true).await;
+    ceremony.cancel();
+    let cancelled = Instant::now();
+    let (seen, result) = Driver::new(ceremony).finish().await;
+    let took = cancelled.elapsed();
+    assert_eq!(
+        seen.last(),
+        Some(&Seen::Cancelled(CancelReason::Caller)),
+        "{mode:?}"
+    );
+    assert!(
+        matches!(result, Err(CeremonyError::Cancelled(CancelReason::Caller))),
+        "{mode:?}: {result:?}"
+    );
+    rig.wait_idle("virtual_bad").await;
+    timeout(GENEROUS, rig.key("virtual_bad").await.wink())
+        .await
+        .expect("the wink is answered in time")
+        .unwrap();
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_on_a_key_that_ignores_cancel_ends_after_the_cancel_grace() {
+    let took = cancel_on(Hostile::Silence).await;
+    // The key never answers the CANCEL: the device layer gives up after its grace.
+    let grace = DeviceConfig::default().cancel_grace;
+    assert!(took >= grace, "{took:?}");
+    assert!(took < grace + SLACK, "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_on_an_endless_keepalive_is_honoured() {
+    let took = cancel_on(Hostile::EndlessKeepalive).await;
+    assert!(took < SLACK, "{took:?}");
 }
 
 // ---- CBOR ----
