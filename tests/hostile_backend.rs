@@ -571,6 +571,30 @@ mod ceremony {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_jwks_outage_is_backend_unavailable_every_time() {
+        let (rig, _key) = rig_with_key().await;
+        rig.emulator.push_fault(Endpoint::Jwks, status(500, None));
+        // The first ceremony downloads and fails; the second comes within the minimum refresh
+        // interval, is not allowed a download, and must still report an unavailable backend,
+        // not a rejected registration.
+        for user in ["lou@example.com", "mae@example.com"] {
+            let ceremony = rig.ceremonies.start(rig.request(user).await).unwrap();
+            let (seen, result) = Driver::new(ceremony).finish().await;
+            assert_eq!(
+                seen.last(),
+                Some(&Seen::Failed(ErrorKind::BackendUnavailable)),
+                "{user}: {result:?}"
+            );
+            assert!(
+                matches!(result, Err(CeremonyError::BackendUnavailable(_))),
+                "{user}: {result:?}"
+            );
+        }
+        let jwks = rig.statuses(Endpoint::Jwks.path()).await;
+        assert_eq!(jwks, [Some(500)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reset_during_reg_complete_is_retried_and_the_passkey_is_kept() {
         let (rig, _key) = rig_with_key().await;
         rig.emulator

@@ -79,7 +79,8 @@ pub enum CeremonyError {
     /// LoginID refused the request, or answered with a LoginID token that does not verify.
     #[error("LoginID rejected the registration")]
     BackendRejected(#[source] loginid::Error),
-    /// LoginID could not be reached, failed (5xx) or did not answer in time.
+    /// LoginID could not be reached, failed (5xx) or did not answer in time (also when its
+    /// key set, needed to verify the token, could not be downloaded).
     #[error("LoginID is unavailable")]
     BackendUnavailable(#[source] loginid::Error),
     /// LoginID refused the authorization token (missing, invalid, expired, for another user
@@ -259,6 +260,9 @@ impl CeremonyError {
                 loginid::Error::Api(api)
                     if (400..500).contains(&api.status) && !matches!(api.status, 408 | 429)
             ),
+            // The JWKS could not be downloaded (a download failed recently, and another
+            // is not allowed yet): LoginID is unavailable, as when this download fails itself.
+            loginid::Error::Token(loginid::TokenError::JwksUnavailable) => false,
             loginid::Error::Token(_) => true,
             _ => false,
         };
@@ -527,6 +531,16 @@ mod tests {
         );
         assert_eq!(
             CeremonyError::from_backend(loginid::Error::Timeout).kind(),
+            ErrorKind::BackendUnavailable
+        );
+        // A token that fails verification is a rejection; a JWKS that cannot be had is not.
+        let token = |error| CeremonyError::from_backend(loginid::Error::Token(error)).kind();
+        assert_eq!(
+            token(loginid::TokenError::BadSignature),
+            ErrorKind::BackendRejected
+        );
+        assert_eq!(
+            token(loginid::TokenError::JwksUnavailable),
             ErrorKind::BackendUnavailable
         );
     }
