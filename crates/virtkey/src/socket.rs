@@ -274,22 +274,28 @@ impl Inner {
     }
 
     /// Sleeps `pause` in `poll(2)` on the wake eventfd; `false` when the server is stopping.
+    /// A pause beyond `Instant`'s range lasts until the server stops.
     fn pause(&self, pause: Duration) -> bool {
-        let until = std::time::Instant::now() + pause;
+        let until = std::time::Instant::now().checked_add(pause);
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return false;
             }
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            let timeout = rustix::event::Timespec {
-                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(left.subsec_nanos()),
+            let timeout = match until {
+                Some(until) => {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return true;
+                    }
+                    Some(rustix::event::Timespec {
+                        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    })
+                }
+                None => None,
             };
             let mut fds = [PollFd::new(&self.wake, PollFlags::IN)];
-            match poll(&mut fds, Some(&timeout)) {
+            match poll(&mut fds, timeout.as_ref()) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(_) => return false,
             }
@@ -617,6 +623,55 @@ mod tests {
         corrupt(&mut report);
         assert_eq!(&report[..7], &[0x01, 0x02, 0x03, 0x04, 0x6f, 0xff, 0xfe]);
         assert!(report[7..].iter().all(|&b| b == 0xff));
+    }
+
+    #[test]
+    fn a_replug_pause_beyond_the_clock_ends_when_the_server_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("virtkey-replug-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.sock");
+        let key = Arc::new(VirtKey::start(crate::Config::default()).unwrap());
+        let (events_tx, events) = mpsc::channel();
+        let server = serve(
+            key,
+            &path,
+            ServeOptions {
+                unplug_after: Some(1),
+                replug_after: Some(Duration::MAX),
+                events: Some(events_tx),
+                ..ServeOptions::default()
+            },
+        )
+        .unwrap();
+        let client = socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(&client, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        let mut init = [0u8; REPORT_LEN];
+        init[..8].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x86, 0x00, 0x08, 0x01]);
+        send(&client, &init, SendFlags::NOSIGNAL).unwrap();
+        let wait = Duration::from_secs(30);
+        loop {
+            match events.recv_timeout(wait).unwrap() {
+                ServerEvent::Unplugged { reports: 1 } => break,
+                ServerEvent::Connected | ServerEvent::Disconnected => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(!path.exists());
+        // The listener now waits "forever" for the replug (without panicking on the absurd
+        // duration); stopping the server, as its drop does, wakes it.
+        let mut server = server;
+        let listener = server.listener_thread.take().unwrap();
+        server.inner.stop.store(true, Ordering::SeqCst);
+        server.inner.wake();
+        assert!(listener.join().is_ok(), "the listener thread panicked");
+        drop(server);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
