@@ -256,7 +256,7 @@ async fn busctl_sees_the_tree_properties_and_refusals() {
     );
     assert_eq!(rig.service().ceremony_count().await, 0);
 
-    // PinRetries on a key without a PIN: the key's own answer.
+    // PinRetries on a key with PIN support but no PIN yet: the key's own count.
     let retries = rig
         .busctl(&[
             "call",
@@ -266,10 +266,58 @@ async fn busctl_sees_the_tree_properties_and_refusals() {
             "PinRetries",
         ])
         .await;
-    assert!(
-        retries.status.success() || !text(&retries.stderr).is_empty(),
-        "{retries:?}"
+    assert_eq!(
+        text(&retries.stdout).trim(),
+        "u 8",
+        "{}",
+        text(&retries.stderr)
     );
+
+    // A U2F-only key: no getInfo, no PIN.
+    let u2f = rig
+        .plug(
+            "u2f",
+            virtkey::Config {
+                u2f_only: true,
+                ..virtkey::Config::default()
+            },
+        )
+        .await;
+    let u2f_path = format!("/org/passkeyd/authenticator/{u2f}");
+    let versions = rig
+        .busctl(&[
+            "get-property",
+            NAME,
+            &u2f_path,
+            "org.passkeyd.Authenticator1",
+            "Versions",
+        ])
+        .await;
+    assert_eq!(text(&versions.stdout).trim(), "as 0");
+    let aaguid = rig
+        .busctl(&[
+            "get-property",
+            NAME,
+            &u2f_path,
+            "org.passkeyd.Authenticator1",
+            "Aaguid",
+        ])
+        .await;
+    assert_eq!(text(&aaguid.stdout).trim(), "s \"\"");
+    let retries = rig
+        .gdbus(
+            "call",
+            &[
+                "--dest",
+                NAME,
+                "--object-path",
+                &u2f_path,
+                "--method",
+                "org.passkeyd.Authenticator1.PinRetries",
+            ],
+        )
+        .await;
+    assert_eq!(error_name(&retries), "org.passkeyd.Error.NotSupported");
     rig.shutdown().await;
 }
 
