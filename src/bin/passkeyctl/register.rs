@@ -1,5 +1,7 @@
 //! `passkeyctl register`: one ceremony, from `CreatePasskey` to the LoginID token.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -139,9 +141,12 @@ pub(crate) async fn run(client: &Client, args: RegisterArgs) -> Result<(), Failu
     request.pin = pin.clone();
     let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_TIMEOUT) + DEADLINE_MARGIN;
 
+    // One listener for the whole command: a signal that comes between two waits is not lost.
+    let interrupt = interrupted();
+    tokio::pin!(interrupt);
     let handle = tokio::select! {
         handle = call("CreatePasskey", client.create_passkey(&request)) => handle?,
-        () = interrupted() => {
+        () = &mut interrupt => {
             // A ceremony created meanwhile is cancelled by the service when this process
             // leaves the bus.
             return Err(Failure::new(
@@ -161,7 +166,7 @@ pub(crate) async fn run(client: &Client, args: RegisterArgs) -> Result<(), Failu
         pin_sent: false,
         new_pin_sent: false,
     }
-    .follow(deadline)
+    .follow(deadline, interrupt)
     .await;
     status.clear();
     report(&outcome?, args.json);
@@ -227,8 +232,12 @@ struct Ceremony<'a> {
 impl Ceremony<'_> {
     /// Follows the ceremony to its end, answers its prompts, fetches the result and releases
     /// the object.
-    async fn follow(mut self, deadline: Instant) -> Result<Registration, Failure> {
-        let outcome = match self.wait_end(deadline).await {
+    async fn follow(
+        mut self,
+        deadline: Instant,
+        interrupt: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Registration, Failure> {
+        let outcome = match self.wait_end(deadline, interrupt).await {
             Ok(Ending::Final(update)) => self.outcome(&update).await,
             Ok(Ending::Abandoned(failure)) | Err(failure) => Err(failure),
         };
@@ -237,10 +246,12 @@ impl Ceremony<'_> {
         outcome
     }
 
-    async fn wait_end(&mut self, deadline: Instant) -> Result<Ending, Failure> {
+    async fn wait_end(
+        &mut self,
+        deadline: Instant,
+        mut interrupt: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Ending, Failure> {
         let mut prompt: Option<(Prompt, PinKind)> = None;
-        let interrupt = interrupted();
-        tokio::pin!(interrupt);
         loop {
             tokio::select! {
                 update = self.handle.next_state() => {
@@ -297,7 +308,7 @@ impl Ceremony<'_> {
                         }
                     }
                 }
-                () = &mut interrupt => {
+                () = interrupt.as_mut() => {
                     drop(prompt.take());
                     return self.abandon(interrupted_failure()).await;
                 }
