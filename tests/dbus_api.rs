@@ -8,7 +8,7 @@ mod dbus_support;
 
 use std::path::Path;
 
-use dbus_support::{NAME, Options, PolkitMock, Rig, error_name, text};
+use dbus_support::{NAME, Options, Rig, Script, error_name, text};
 use passkeyd::dbus::{self, AccessPolicy, Bus, DbusError, ServiceConfig};
 
 /// `<interface name="NAME">…</interface>` of an introspection document, one trimmed line per
@@ -256,7 +256,7 @@ async fn busctl_sees_the_tree_properties_and_refusals() {
     );
     assert_eq!(rig.service().ceremony_count().await, 0);
 
-    // PinRetries on a key without a PIN: the key's own answer.
+    // PinRetries on a key with PIN support but no PIN yet: the key's own count.
     let retries = rig
         .busctl(&[
             "call",
@@ -266,10 +266,58 @@ async fn busctl_sees_the_tree_properties_and_refusals() {
             "PinRetries",
         ])
         .await;
-    assert!(
-        retries.status.success() || !text(&retries.stderr).is_empty(),
-        "{retries:?}"
+    assert_eq!(
+        text(&retries.stdout).trim(),
+        "u 8",
+        "{}",
+        text(&retries.stderr)
     );
+
+    // A U2F-only key: no getInfo, no PIN.
+    let u2f = rig
+        .plug(
+            "u2f",
+            virtkey::Config {
+                u2f_only: true,
+                ..virtkey::Config::default()
+            },
+        )
+        .await;
+    let u2f_path = format!("/org/passkeyd/authenticator/{u2f}");
+    let versions = rig
+        .busctl(&[
+            "get-property",
+            NAME,
+            &u2f_path,
+            "org.passkeyd.Authenticator1",
+            "Versions",
+        ])
+        .await;
+    assert_eq!(text(&versions.stdout).trim(), "as 0");
+    let aaguid = rig
+        .busctl(&[
+            "get-property",
+            NAME,
+            &u2f_path,
+            "org.passkeyd.Authenticator1",
+            "Aaguid",
+        ])
+        .await;
+    assert_eq!(text(&aaguid.stdout).trim(), "s \"\"");
+    let retries = rig
+        .gdbus(
+            "call",
+            &[
+                "--dest",
+                NAME,
+                "--object-path",
+                &u2f_path,
+                "--method",
+                "org.passkeyd.Authenticator1.PinRetries",
+            ],
+        )
+        .await;
+    assert_eq!(error_name(&retries), "org.passkeyd.Error.NotSupported");
     rig.shutdown().await;
 }
 
@@ -641,7 +689,7 @@ async fn polkit_decides_and_a_pending_check_blocks_nobody() {
     .await;
 
     // Yes: the ceremony starts; polkit was asked about the caller's bus name.
-    let mut mock = PolkitMock::start(&rig, "allow").await;
+    let mut mock = Script::polkit(&rig, "allow").await;
     let holder = rig.hold_ceremony("alice").await;
     let call: serde_json::Value = serde_json::from_str(&mock.line().await).unwrap();
     assert_eq!(call["action"], "org.passkeyd.create-passkey");
@@ -653,7 +701,7 @@ async fn polkit_decides_and_a_pending_check_blocks_nobody() {
     drop(mock);
 
     // No: NotAuthorized; an interactive call says so to polkit.
-    let mut mock = PolkitMock::start(&rig, "deny").await;
+    let mut mock = Script::polkit(&rig, "deny").await;
     let token = rig.grant("alice").await;
     let mut args = vec!["--interactive".to_owned()];
     args.extend(create_args("alice", &token));
@@ -667,7 +715,7 @@ async fn polkit_decides_and_a_pending_check_blocks_nobody() {
     drop(mock);
 
     // A check polkit sits on: other calls are answered meanwhile.
-    let mut mock = PolkitMock::start(&rig, "hold").await;
+    let mut mock = Script::polkit(&rig, "hold").await;
     let mut pending = std::process::Command::new("gdbus");
     pending
         .arg("call")

@@ -6,7 +6,8 @@
 
 mod dbus_support;
 
-use dbus_support::{NAME, Options, Rig, error_name, text, uv_required};
+use dbus_support::{NAME, Options, Rig, Script, error_name, text, uv_required};
+use passkeyd::dbus::Limits;
 use serde_json::{Value, json};
 
 fn parse(out: &std::process::Output) -> Value {
@@ -131,6 +132,56 @@ async fn python_ui_registers_with_a_pin_and_sees_every_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_a_pin_gets_the_one_set_new_pin_gives() {
+    let mut rig = Rig::with(Options {
+        emulator: Box::new(uv_required),
+        ..Options::default()
+    })
+    .await;
+    let key = rig.plug("fresh", virtkey::Config::default()).await;
+    let key_path = format!("/org/passkeyd/authenticator/{key}");
+    let token = rig.grant("heidi").await;
+    let out = rig
+        .python("register.py", &["heidi", &token, "4711", "unused"])
+        .await;
+    let run = parse(&out);
+    assert_eq!(run["errors"], json!([]), "{run}");
+    let states = run["states"].as_array().unwrap();
+    assert_eq!(states[0]["state"], json!("needs-new-pin"), "{run}");
+    assert_eq!(
+        states[0]["details"],
+        json!({"authenticator": key_path, "reason": "first", "min_length": 4})
+    );
+    assert_eq!(states.last().unwrap()["state"], json!("completed"), "{run}");
+    assert!(run["result"]["token"].is_string());
+    // The key has a PIN now, and the service shows it.
+    rig.wait_until("PinSet is true", || async {
+        let out = rig
+            .busctl(&[
+                "get-property",
+                NAME,
+                &key_path,
+                "org.passkeyd.Authenticator1",
+                "PinSet",
+            ])
+            .await;
+        text(&out.stdout).trim() == "b true"
+    })
+    .await;
+    let retries = rig
+        .busctl(&[
+            "call",
+            NAME,
+            &key_path,
+            "org.passkeyd.Authenticator1",
+            "PinRetries",
+        ])
+        .await;
+    assert_eq!(text(&retries.stdout).trim(), "u 8");
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_owner_may_drive_or_read_its_ceremony() {
     // No key: the ceremony waits in `selecting`.
     let rig = Rig::start().await;
@@ -168,6 +219,9 @@ async fn only_the_owner_may_drive_or_read_its_ceremony() {
         run["owner_result_after_cancel"],
         json!("org.passkeyd.Error.Cancelled")
     );
+    // The signals went to the owner alone.
+    assert_eq!(run["signals_seen"]["owner"], json!(["cancelled"]), "{run}");
+    assert_eq!(run["signals_seen"]["other"], json!([]), "{run}");
     rig.wait_no_ceremonies().await;
     rig.shutdown().await;
 }
@@ -216,14 +270,15 @@ async fn two_hundred_concurrent_calls_all_get_answers() {
         "only Busy refusals: {run}"
     );
     assert_eq!(paths + usize::try_from(busy).unwrap(), 200, "{run}");
-    assert!((1..=200).contains(&paths), "{run}");
-    // A well-behaved caller afterwards is answered.
+    // No key is plugged: the admitted ceremonies wait in `selecting`, and hold the 16 places.
+    assert_eq!(paths, 16, "{run}");
+    // A well-behaved caller afterwards is answered: properties, and Busy while the flood's
+    // ceremonies hold every place.
     assert_eq!(run["late_version"], json!(env!("CARGO_PKG_VERSION")));
-    assert!(
-        matches!(
-            run["late_create"].as_str().unwrap(),
-            "org.passkeyd.Error.Busy" | "path"
-        ),
+    assert_eq!(run["late_ceremonies"], json!(16));
+    assert_eq!(
+        run["late_create"],
+        json!("org.passkeyd.Error.Busy"),
         "{run}"
     );
     // The flood's connections closed with the script: their ceremonies went with them.
@@ -238,5 +293,165 @@ async fn two_hundred_concurrent_calls_all_get_answers() {
         ])
         .await;
     assert!(version.status.success());
+    rig.shutdown().await;
+}
+
+/// The next signal `watch` prints that `keep` accepts.
+/// The first signal matching each of `wanted`, whatever order they come in (the service
+/// sends signals about different objects from different tasks).
+async fn all_matching(watch: &mut Script, wanted: &[&dyn Fn(&Value) -> bool]) -> Vec<Value> {
+    let mut found: Vec<Option<Value>> = vec![None; wanted.len()];
+    while found.iter().any(Option::is_none) {
+        let signal = watch.json().await;
+        if let Some(slot) = wanted
+            .iter()
+            .zip(found.iter_mut())
+            .find_map(|(keep, slot)| (slot.is_none() && keep(&signal)).then_some(slot))
+        {
+            *slot = Some(signal);
+        }
+    }
+    found.into_iter().flatten().collect()
+}
+
+fn changed(property: &'static str) -> impl Fn(&Value) -> bool {
+    move |s| s["signal"] == "PropertiesChanged" && s["changed"].get(property).is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_and_properties_follow_keys_and_ceremonies() {
+    let mut rig = Rig::start().await;
+    let mut watch = Script::start(&rig, "watch.py", &[]);
+    assert_eq!(watch.line().await, "\"ready\"");
+
+    // A key plugged in: its object, and the Manager's list.
+    let key = rig
+        .plug(
+            "slow",
+            virtkey::Config {
+                touch: virtkey::TouchPolicy::Never,
+                ..virtkey::Config::default()
+            },
+        )
+        .await;
+    let key_path = format!("/org/passkeyd/authenticator/{key}");
+    let [added, listed] = <[Value; 2]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &|s| s["signal"] == "InterfacesAdded",
+                &changed("Authenticators"),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(added["path"], json!(key_path));
+    assert!(
+        added["interfaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("org.passkeyd.Authenticator1")),
+        "{added}"
+    );
+    assert_eq!(listed["changed"]["Authenticators"], json!([key_path]));
+
+    // A ceremony: its object appears, the key becomes busy, and idle again when the owner
+    // leaves; the object goes.
+    let holder = rig.hold_ceremony("frank").await;
+    let ceremony = holder.path.clone();
+    let on_key = |s: &Value| s["signal"] == "PropertiesChanged" && s["path"] == json!(key_path);
+    let [added, listed, busy] = <[Value; 3]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &|s| s["signal"] == "InterfacesAdded",
+                &changed("Ceremonies"),
+                &on_key,
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(added["path"], json!(ceremony));
+    assert_eq!(added["interfaces"], json!(["org.passkeyd.Ceremony1"]));
+    assert_eq!(listed["changed"]["Ceremonies"], json!([ceremony]));
+    assert_eq!(busy["interface"], "org.passkeyd.Authenticator1");
+    assert_eq!(busy["changed"], json!({"Busy": true}));
+    drop(holder);
+    let [idle, removed, listed] = <[Value; 3]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &on_key,
+                &|s| s["signal"] == "InterfacesRemoved",
+                &changed("Ceremonies"),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(idle["changed"], json!({"Busy": false}));
+    assert_eq!(removed["path"], json!(ceremony));
+    assert_eq!(listed["changed"]["Ceremonies"], json!([]));
+
+    // The key unplugged: its object goes.
+    rig.keys.clear();
+    let [removed, listed] = <[Value; 2]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &|s| s["signal"] == "InterfacesRemoved",
+                &changed("Authenticators"),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(removed["path"], json!(key_path));
+    assert_eq!(
+        removed["interfaces"],
+        json!(["org.passkeyd.Authenticator1"])
+    );
+    assert_eq!(listed["changed"]["Authenticators"], json!([]));
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_per_caller_and_linger() {
+    let rig = Rig::with(Options {
+        limits: Limits {
+            linger: std::time::Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let token = rig.grant("grace").await;
+    let out = rig.python("per_caller.py", &["grace", &token]).await;
+    let answers = parse(&out);
+    let answers = answers.as_array().unwrap();
+    assert!(
+        answers[0]
+            .as_str()
+            .unwrap()
+            .starts_with("/org/passkeyd/ceremony/")
+    );
+    assert!(
+        answers[1]
+            .as_str()
+            .unwrap()
+            .starts_with("/org/passkeyd/ceremony/")
+    );
+    assert_eq!(answers[2], json!("org.passkeyd.Error.Busy"));
+    rig.wait_no_ceremonies().await;
+
+    // A ceremony that fails at once (LoginID refuses the token) lingers, then goes while its
+    // owner is still connected.
+    let holder = rig
+        .hold_ceremony_with("grace", "eyJhbGciOiJFUzI1NiJ9.e30.bm90LWEtZ3JhbnQ")
+        .await;
+    rig.wait_no_ceremonies().await;
+    drop(holder);
     rig.shutdown().await;
 }

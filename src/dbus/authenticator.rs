@@ -17,6 +17,7 @@ use zbus::zvariant::{OwnedObjectPath, Value};
 use super::access::Gate;
 use super::error::Error;
 use super::{MANAGER_PATH, authenticator_path};
+use crate::ceremony::ErrorKind;
 use crate::device::{Authenticator, DeviceInfo, RegistryEvent, RegistryHandle, Subscription};
 use crate::transport::DeviceId;
 
@@ -130,6 +131,16 @@ impl AuthenticatorObject {
     #[zbus(out_args("retries"))]
     async fn pin_retries(&self, #[zbus(header)] header: Header<'_>) -> Result<u32, Error> {
         self.gate.check(&header).await?;
+        let pin_support = self
+            .authenticator
+            .info()
+            .is_some_and(|info| info.client_pin().is_present());
+        if !pin_support {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                "the key has no PIN support",
+            ));
+        }
         self.authenticator
             .pin_retries()
             .await

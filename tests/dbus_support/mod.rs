@@ -344,9 +344,14 @@ impl Rig {
     /// dropped.
     pub async fn hold_ceremony(&self, username: &str) -> Holder {
         let token = self.grant(username).await;
+        self.hold_ceremony_with(username, &token).await
+    }
+
+    /// [`Rig::hold_ceremony`] with this authorization token.
+    pub async fn hold_ceremony_with(&self, username: &str, token: &str) -> Holder {
         let mut child = Command::new(PYTHON)
             .arg(support_dir().join("hold.py"))
-            .args([self.bus.address.as_str(), username, token.as_str()])
+            .args([self.bus.address.as_str(), username, token])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -390,18 +395,19 @@ impl Rig {
     }
 }
 
-/// The python stand-in for polkit's authority (`polkit_mock.py`); killed on drop.
-pub struct PolkitMock {
+/// A python script of this directory running alongside a test: its stdout lines are read as
+/// they come, a line on its stdin means "go on"; killed on drop.
+pub struct Script {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
 }
 
-impl PolkitMock {
-    /// Starts the mock in `mode` (`allow`, `deny`, `hold`) and waits until it owns its name.
-    pub async fn start(rig: &Rig, mode: &str) -> Self {
+impl Script {
+    pub fn start(rig: &Rig, script: &str, args: &[&str]) -> Self {
         let mut child = Command::new(PYTHON)
-            .arg(support_dir().join("polkit_mock.py"))
-            .args([rig.bus.address.as_str(), mode])
+            .arg(support_dir().join(script))
+            .arg(&rig.bus.address)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -417,20 +423,32 @@ impl PolkitMock {
                 }
             }
         });
-        let mut mock = Self { child, lines };
+        Self { child, lines }
+    }
+
+    /// The python stand-in for polkit's authority (`polkit_mock.py`) in `mode` (`allow`,
+    /// `deny`, `hold`), once it owns its name.
+    pub async fn polkit(rig: &Rig, mode: &str) -> Self {
+        let mut mock = Self::start(rig, "polkit_mock.py", &[mode]);
         assert_eq!(mock.line().await, "ready");
         mock
     }
 
-    /// The next line the mock printed (a call, as JSON).
+    /// The next line the script printed.
     pub async fn line(&mut self) -> String {
         tokio::time::timeout(GENEROUS, self.lines.recv())
             .await
-            .expect("the polkit mock says something")
-            .expect("the polkit mock runs")
+            .expect("the script says something")
+            .expect("the script runs")
     }
 
-    /// Lets held checks through (`hold` mode).
+    /// The next line, as JSON.
+    pub async fn json(&mut self) -> serde_json::Value {
+        let line = self.line().await;
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    /// Writes a line to the script's stdin (the polkit mock lets held checks through).
     pub fn release(&mut self) {
         use std::io::Write as _;
         let stdin = self.child.stdin.as_mut().unwrap();
@@ -439,7 +457,7 @@ impl PolkitMock {
     }
 }
 
-impl Drop for PolkitMock {
+impl Drop for Script {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -11,9 +11,27 @@ import dbus
 
 import common
 
+from gi.repository import GLib
+
 address, username, token = sys.argv[1:4]
 owner = common.connect(address)
 other = common.connect(address)
+seen = {"owner": [], "other": []}
+loop = GLib.MainLoop()
+
+
+def receiver(who):
+    def on_state(seq, state, details, path=None):
+        seen[who].append(str(state))
+        if who == "owner" and state == "cancelled":
+            loop.quit()
+    return on_state
+
+
+# Both subscribe to every ceremony's StateChanged: only the owner may receive its signals.
+for who, bus in (("owner", owner), ("other", other)):
+    bus.add_signal_receiver(receiver(who), signal_name="StateChanged",
+                            dbus_interface=common.CEREMONY, path_keyword="path")
 path = common.manager(owner).CreatePasskey(username, token, common.options(), timeout=common.TIMEOUT)
 out = {"path": str(path), "other": {}}
 before = common.plain(common.ceremony(owner, path).GetState(timeout=common.TIMEOUT))
@@ -46,6 +64,15 @@ except dbus.exceptions.DBusException as e:
     out["owner_submit_pin_in_selecting"] = common.error_name(e)
 mine.Cancel(timeout=common.TIMEOUT)
 mine.Cancel(timeout=common.TIMEOUT)
+GLib.timeout_add_seconds(common.TIMEOUT, loop.quit)
+loop.run()
+# Anything sent to `other` along with the owner's signal is queued before this reply.
+other.get_object("org.freedesktop.DBus", "/org/freedesktop/DBus").GetId(
+    dbus_interface="org.freedesktop.DBus")
+context = GLib.MainContext.default()
+while context.pending():
+    context.iteration(False)
+out["signals_seen"] = seen
 deadline = time.monotonic() + common.TIMEOUT
 while True:
     state = common.plain(mine.GetState(timeout=common.TIMEOUT))

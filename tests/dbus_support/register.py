@@ -1,5 +1,6 @@
 """A full registration as a UI does it: subscribe to the ceremony's signals, CreatePasskey,
-answer needs-pin with SubmitPin (a wrong PIN first, then the right one), receive the states
+answer needs-pin with SubmitPin (a wrong PIN first, then the right one) or needs-new-pin with
+SetNewPin, receive the states
 and the Completed signal, then read Result() and Release().
 
 usage: register.py ADDRESS USERNAME TOKEN PIN WRONG_PIN
@@ -32,6 +33,11 @@ def handle(path):
             cer = common.ceremony(bus, path)
             try:
                 cer.SubmitPin(mine["pins"].pop(0), timeout=common.TIMEOUT)
+            except Exception as e:  # noqa: BLE001
+                out["errors"].append(common.error_name(e))
+        if state == "needs-new-pin":
+            try:
+                common.ceremony(bus, path).SetNewPin(pin, timeout=common.TIMEOUT)
             except Exception as e:  # noqa: BLE001
                 out["errors"].append(common.error_name(e))
         if state in ("completed", "failed", "cancelled"):
