@@ -258,10 +258,12 @@ impl LoginIdClient {
             request = request.header(header::AUTHORIZATION, value);
         }
         if let Some(body) = body {
-            let bytes = serde_json::to_vec(body).map_err(Error::Decode)?;
+            // Request bodies carry secrets too (`reg/complete`'s session, `token/verify`'s
+            // token): the buffer is wiped when reqwest drops it, retries and all.
+            let bytes = Zeroizing::new(serde_json::to_vec(body).map_err(Error::Decode)?);
             request = request
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(bytes);
+                .body(bytes::Bytes::from_owner(bytes));
         }
         let now = Instant::now();
         if now >= deadline {
