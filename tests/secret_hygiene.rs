@@ -345,3 +345,222 @@ async fn loginid_failures_show_no_token() {
     }
     assert_logs_clean(&capture, &secrets);
 }
+
+// ---- over D-Bus ----
+
+mod abuse_support;
+
+use abuse_support::{CEREMONY, Client, Daemon, NAME, Options, key_path};
+use futures_util::StreamExt as _;
+use passkeyd::dbus::AccessPolicy;
+use zbus::zvariant::{OwnedValue, Value};
+
+/// Everything the bus carried, as seen by a monitor (`BecomeMonitor` with no rule: every
+/// message), until `marker` is seen.
+async fn monitor(daemon: &Daemon) -> (tokio::task::JoinHandle<Vec<zbus::Message>>, String) {
+    let monitor = daemon.bus.connect().await;
+    let mut stream = zbus::MessageStream::from(&monitor);
+    monitor
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus.Monitoring"),
+            "BecomeMonitor",
+            &(Vec::<&str>::new(), 0u32),
+        )
+        .await
+        .unwrap();
+    let marker = format!("Marker{:08x}", rand::random::<u32>());
+    let wanted = marker.clone();
+    let task = tokio::spawn(async move {
+        let _monitor = monitor;
+        let mut seen = Vec::new();
+        while let Some(Ok(message)) = timeout(GENEROUS, stream.next())
+            .await
+            .expect("the monitor sees traffic")
+        {
+            let last = message.header().member().is_some_and(|m| m.as_str() == wanted);
+            seen.push(message);
+            if last {
+                return seen;
+            }
+        }
+        panic!("the monitor lost the bus");
+    });
+    (task, marker)
+}
+
+/// Every object's every property, as any connection may read them.
+async fn every_property(client: &Client) -> String {
+    let reply = client
+        .call(
+            "/org/passkeyd",
+            "org.freedesktop.DBus.ObjectManager",
+            "GetManagedObjects",
+            &(),
+        )
+        .await
+        .unwrap();
+    let objects: std::collections::HashMap<
+        zbus::zvariant::OwnedObjectPath,
+        std::collections::HashMap<String, std::collections::HashMap<String, OwnedValue>>,
+    > = reply.body().deserialize().unwrap();
+    let mut text = format!("{objects:?}");
+    for (path, interfaces) in &objects {
+        for interface in interfaces.keys() {
+            if let Ok(all) = client
+                .call(
+                    path.as_str(),
+                    "org.freedesktop.DBus.Properties",
+                    "GetAll",
+                    &(interface.as_str(),),
+                )
+                .await
+            {
+                text.push_str(&format!("{:?}", all.body().data().to_vec()));
+                let all: std::collections::HashMap<String, OwnedValue> =
+                    all.body().deserialize().unwrap();
+                text.push_str(&format!("{all:?}"));
+            }
+        }
+    }
+    text
+}
+
+/// Full ceremonies over D-Bus (PIN prompt answered after a wrong PIN, a new PIN set, an
+/// unattended wrong PIN, a failure from LoginID), watched by a monitor on the bus. A PIN or
+/// token may travel only where it must:
+/// - from the owner to the service, in the method calls that carry it (CreatePasskey: the
+///   authorization token and an unattended PIN; SubmitPin, SetNewPin: the PIN);
+/// - from the service to the owner, the LoginID token in Result's reply and the Completed
+///   signal (both addressed to the owner).
+///
+/// Nothing else may hold any of them: no signal (broadcast or unicast), no property, no
+/// error (not even the owner's), no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_dbus_secrets_reach_the_owner_only() {
+    let capture = Capture::global();
+    let mut rig = Rig::start(|_| {}).await;
+    let _alpha = rig.plug("alpha", with_pin(PIN)).await;
+    let _bravo = rig.plug("bravo", Config::default()).await;
+    let daemon = Daemon::start(rig, AccessPolicy::default()).await;
+    let (monitored, marker) = monitor(&daemon).await;
+    let mut owner = Client::connect(&daemon.bus).await;
+    let reader = Client::connect(&daemon.bus).await;
+    let mut secrets = pins();
+    let mut authz = Vec::new();
+    let mut loginid = Vec::new();
+    let mut properties = Vec::new();
+
+    let mut run = async |key: &str, options: Options, pins: &[&str], new_pins: &[&str]| {
+        let username = format!("dbus-{:08x}@example.com", rand::random::<u32>());
+        let token = daemon.rig.grant(&username).await;
+        authz.push(Secret::token("authorization token", token.expose()));
+        let mut options = options;
+        options.insert("authenticator", Value::from(key_path(key)));
+        let path = owner
+            .create(&username, token.expose(), options)
+            .await
+            .unwrap();
+        let seen = owner.follow(path.as_str(), pins, new_pins).await;
+        properties.push(every_property(&reader).await);
+        let result = owner.result(path.as_str()).await;
+        owner.ceremony_call(path.as_str(), "Release").await.unwrap();
+        (seen, result)
+    };
+
+    // A wrong PIN, then the right one.
+    let (seen, result) = run("virtual_alpha", Options::new(), &[WRONG_PIN, PIN], &[]).await;
+    assert_eq!(seen.last().unwrap().state, "completed");
+    let token: String = result.unwrap()["token"].try_clone().unwrap().try_into().unwrap();
+    loginid.push(Secret::token("LoginID token", &token));
+    // A new PIN.
+    let (seen, result) = run("virtual_bravo", Options::new(), &[], &[NEW_PIN]).await;
+    assert_eq!(seen.last().unwrap().state, "completed");
+    let token: String = result.unwrap()["token"].try_clone().unwrap().try_into().unwrap();
+    loginid.push(Secret::token("second LoginID token", &token));
+    // An unattended wrong PIN.
+    let wrong = Options::from([("pin", Value::from(WRONG_PIN))]);
+    let (seen, result) = run("virtual_alpha", wrong, &[], &[]).await;
+    assert_eq!(seen.last().unwrap().state, "failed");
+    assert!(result.is_err());
+    // LoginID refuses reg/complete.
+    daemon.rig.emulator.push_fault(
+        Endpoint::RegComplete,
+        Fault {
+            status: Some(400),
+            times: Some(1),
+            ..Fault::default()
+        },
+    );
+    let right = Options::from([("pin", Value::from(PIN))]);
+    let (seen, result) = run("virtual_alpha", right, &[], &[]).await;
+    assert_eq!(seen.last().unwrap().state, "failed");
+    assert!(result.is_err());
+    properties.push(every_property(&reader).await);
+
+    // The marker: once the monitor has it, it has everything before it.
+    owner
+        .connection
+        .emit_signal(
+            None::<&str>,
+            "/org/passkeyd/test",
+            "org.passkeyd.Test.Hygiene",
+            marker.as_str(),
+            &(),
+        )
+        .await
+        .unwrap();
+    let messages = monitored.await.unwrap();
+
+    secrets.extend(authz.iter().cloned());
+    secrets.extend(loginid.iter().cloned());
+    for text in &properties {
+        assert_clean("a property", text, &secrets);
+    }
+    let owner_name = owner.unique_name();
+    let mut delivered = 0;
+    for message in &messages {
+        let header = message.header();
+        let member = header.member().map(|m| m.as_str().to_owned()).unwrap_or_default();
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let destination = header.destination().map(|d| d.to_string()).unwrap_or_default();
+        let kind = message.message_type();
+        let text = String::from_utf8_lossy(message.data()).into_owned();
+        let what = format!(
+            "{kind:?} {member} from {sender} to {destination} at {:?}",
+            header.path().map(|p| p.as_str().to_owned())
+        );
+        let from_owner = sender == owner_name
+            && kind == zbus::message::Type::MethodCall
+            && (destination == NAME || destination.starts_with(':'))
+            && matches!(member.as_str(), "CreatePasskey" | "SubmitPin" | "SetNewPin");
+        if from_owner {
+            delivered += 1;
+            continue;
+        }
+        let to_owner = destination == owner_name
+            && (kind == zbus::message::Type::MethodReturn
+                || (kind == zbus::message::Type::Signal && member == "Completed"));
+        if to_owner && loginid.iter().any(|s| s.find_in(&text).is_some()) {
+            // The LoginID token, for its owner: nothing else secret with it.
+            delivered += 1;
+            let others: Vec<Secret> = pins().into_iter().chain(authz.iter().cloned()).collect();
+            assert_clean(&what, &text, &others);
+            continue;
+        }
+        assert_clean(&what, &text, &secrets);
+    }
+    // The monitor did see the secrets go where they must: 4 CreatePasskey, 2 SubmitPin,
+    // 1 SetNewPin, 2 Result replies, 2 Completed signals.
+    assert!(delivered >= 11, "{delivered} messages with secrets seen");
+    assert!(
+        messages.iter().any(|m| m
+            .header()
+            .interface()
+            .is_some_and(|i| i.as_str() == CEREMONY)),
+        "the monitor saw the ceremonies"
+    );
+    daemon.wait_no_ceremony().await;
+    assert_logs_clean(&capture, &secrets);
+}
