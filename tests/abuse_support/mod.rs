@@ -62,7 +62,7 @@ impl PrivateBus {
             .arg(format!("--address=unix:path={}", dir.0.join("bus").display()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("dbus-daemon runs");
         let mut line = String::new();
