@@ -163,7 +163,10 @@ async fn callers_the_policy_refuses_get_not_authorized_and_change_nothing() {
             "0",
         ],
     );
-    assert!(!ok && stdout.is_empty() && !stderr.is_empty(), "busctl: {stdout} {stderr}");
+    assert!(
+        !ok && stdout.is_empty() && !stderr.is_empty(),
+        "busctl: {stdout} {stderr}"
+    );
 
     // Nothing started: no ceremony, no request to LoginID, the keys idle.
     assert_eq!(daemon.service().ceremony_count().await, 0);
@@ -224,7 +227,11 @@ async fn nobody_but_the_owner_may_touch_a_ceremony() {
     let intruder = Client::connect(&daemon.bus).await;
     for method in ["GetState", "Cancel", "Result", "Release"] {
         let result = intruder.ceremony_call(&path, method).await;
-        assert_eq!(error_name(&result).as_deref(), Some(NOT_AUTHORIZED), "{method}");
+        assert_eq!(
+            error_name(&result).as_deref(),
+            Some(NOT_AUTHORIZED),
+            "{method}"
+        );
     }
     for result in [
         intruder.submit_pin(&path, PIN).await,
@@ -256,7 +263,10 @@ async fn nobody_but_the_owner_may_touch_a_ceremony() {
 
     // The owner's ceremony did not move, and goes on.
     let state = owner.get_state(&path).await.unwrap();
-    assert_eq!((state.seq, state.state.as_str()), (waiting.seq, "needs-pin"));
+    assert_eq!(
+        (state.seq, state.state.as_str()),
+        (waiting.seq, "needs-pin")
+    );
     owner.submit_pin(&path, PIN).await.unwrap();
     let seen = owner.follow(&path, &[], &[]).await;
     assert_eq!(seen.last().map(|s| s.state.as_str()), Some("completed"));
@@ -301,8 +311,18 @@ async fn oversized_and_wrongly_typed_arguments_are_refused_and_start_nothing() {
     .collect();
     assert_eq!(many.len(), 17);
     let cases: Vec<(&str, String, String, Options)> = vec![
-        ("empty username", String::new(), BOGUS_TOKEN.into(), Options::new()),
-        ("username of 257", long(257), BOGUS_TOKEN.into(), Options::new()),
+        (
+            "empty username",
+            String::new(),
+            BOGUS_TOKEN.into(),
+            Options::new(),
+        ),
+        (
+            "username of 257",
+            long(257),
+            BOGUS_TOKEN.into(),
+            Options::new(),
+        ),
         ("empty token", user.into(), String::new(), Options::new()),
         ("token of 8193", user.into(), long(8193), Options::new()),
         ("token of 1 MiB", user.into(), long(1 << 20), Options::new()),
@@ -403,10 +423,7 @@ async fn oversized_and_wrongly_typed_arguments_are_refused_and_start_nothing() {
                 )
                 .await,
         ),
-        (
-            "()",
-            caller.call(ROOT, MANAGER, "CreatePasskey", &()).await,
-        ),
+        ("()", caller.call(ROOT, MANAGER, "CreatePasskey", &()).await),
         (
             "VerifyToken (u)",
             caller.call(ROOT, MANAGER, "VerifyToken", &(7u32,)).await,
@@ -414,7 +431,12 @@ async fn oversized_and_wrongly_typed_arguments_are_refused_and_start_nothing() {
         (
             "SubmitPin (u) on no ceremony",
             caller
-                .call("/org/passkeyd/ceremony/999999", CEREMONY, "SubmitPin", &(7u32,))
+                .call(
+                    "/org/passkeyd/ceremony/999999",
+                    CEREMONY,
+                    "SubmitPin",
+                    &(7u32,),
+                )
                 .await,
         ),
     ];
@@ -512,7 +534,10 @@ async fn a_thousand_calls_at_once_from_one_connection_are_all_answered() {
         }
     }
     // Two per caller at most.
-    assert!((1..=2).contains(&accepted), "{accepted} ceremonies accepted");
+    assert!(
+        (1..=2).contains(&accepted),
+        "{accepted} ceremonies accepted"
+    );
     // The caller leaves: its ceremonies are cancelled, their key gets CANCEL.
     drop(caller);
     daemon.wait_no_ceremony().await;
@@ -556,10 +581,7 @@ async fn storms_of_connections_leave_no_ceremony_behind() {
                             )
                             .await;
                         let name = error_name(&reply);
-                        assert!(
-                            name.is_none() || name.as_deref() == Some(BUSY),
-                            "{name:?}"
-                        );
+                        assert!(name.is_none() || name.as_deref() == Some(BUSY), "{name:?}");
                     }
                     // CreatePasskey sent, gone before the answer.
                     1 => {

@@ -379,7 +379,10 @@ async fn monitor(daemon: &Daemon) -> (tokio::task::JoinHandle<Vec<zbus::Message>
             .await
             .expect("the monitor sees traffic")
         {
-            let last = message.header().member().is_some_and(|m| m.as_str() == wanted);
+            let last = message
+                .header()
+                .member()
+                .is_some_and(|m| m.as_str() == wanted);
             seen.push(message);
             if last {
                 return seen;
@@ -472,12 +475,20 @@ async fn over_dbus_secrets_reach_the_owner_only() {
     // A wrong PIN, then the right one.
     let (seen, result) = run("virtual_alpha", Options::new(), &[WRONG_PIN, PIN], &[]).await;
     assert_eq!(seen.last().unwrap().state, "completed");
-    let token: String = result.unwrap()["token"].try_clone().unwrap().try_into().unwrap();
+    let token: String = result.unwrap()["token"]
+        .try_clone()
+        .unwrap()
+        .try_into()
+        .unwrap();
     loginid.push(Secret::token("LoginID token", &token));
     // A new PIN.
     let (seen, result) = run("virtual_bravo", Options::new(), &[], &[NEW_PIN]).await;
     assert_eq!(seen.last().unwrap().state, "completed");
-    let token: String = result.unwrap()["token"].try_clone().unwrap().try_into().unwrap();
+    let token: String = result.unwrap()["token"]
+        .try_clone()
+        .unwrap()
+        .try_into()
+        .unwrap();
     loginid.push(Secret::token("second LoginID token", &token));
     // An unattended wrong PIN.
     let wrong = Options::from([("pin", Value::from(WRONG_PIN))]);
@@ -522,9 +533,15 @@ async fn over_dbus_secrets_reach_the_owner_only() {
     let mut delivered = 0;
     for message in &messages {
         let header = message.header();
-        let member = header.member().map(|m| m.as_str().to_owned()).unwrap_or_default();
+        let member = header
+            .member()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
         let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-        let destination = header.destination().map(|d| d.to_string()).unwrap_or_default();
+        let destination = header
+            .destination()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         let kind = message.message_type();
         let text = String::from_utf8_lossy(message.data()).into_owned();
         let what = format!(

@@ -59,7 +59,10 @@ impl PrivateBus {
             .arg(format!("--config-file={}", config.display()))
             .arg("--nofork")
             .arg("--print-address=1")
-            .arg(format!("--address=unix:path={}", dir.0.join("bus").display()))
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.0.join("bus").display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -162,7 +165,9 @@ pub fn error_name<T>(result: &zbus::Result<T>) -> Option<String> {
     match result {
         Ok(_) => None,
         Err(zbus::Error::MethodError(name, _, _)) => Some(name.to_string()),
-        Err(zbus::Error::FDO(error)) => Some(format!("org.freedesktop.DBus.Error.{}", fdo_name(error))),
+        Err(zbus::Error::FDO(error)) => {
+            Some(format!("org.freedesktop.DBus.Error.{}", fdo_name(error)))
+        }
         Err(other) => Some(format!("(not a D-Bus error: {other})")),
     }
 }
@@ -184,6 +189,8 @@ pub fn error_message<T>(result: &zbus::Result<T>) -> String {
 /// A caller on the bus.
 pub struct Client {
     pub connection: zbus::Connection,
+    /// The service's bus name.
+    pub service: String,
     /// StateChanged and Completed signals addressed to this caller.
     signals: zbus::MessageStream,
 }
@@ -199,6 +206,11 @@ pub struct StateSeen {
 impl Client {
     /// Connects, and subscribes to Ceremony1 signals before any call.
     pub async fn connect(bus: &PrivateBus) -> Self {
+        Self::connect_to(bus, NAME).await
+    }
+
+    /// [`Client::connect`] for the service named `service`.
+    pub async fn connect_to(bus: &PrivateBus, service: &str) -> Self {
         let connection = bus.connect().await;
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
@@ -210,6 +222,7 @@ impl Client {
             .unwrap();
         Self {
             connection,
+            service: service.to_owned(),
             signals,
         }
     }
@@ -231,8 +244,13 @@ impl Client {
     {
         timeout(
             GENEROUS,
-            self.connection
-                .call_method(Some(NAME), path, Some(interface), method, body),
+            self.connection.call_method(
+                Some(self.service.as_str()),
+                path,
+                Some(interface),
+                method,
+                body,
+            ),
         )
         .await
         .expect("the daemon answers")
@@ -365,7 +383,10 @@ pub async fn well_behaved(daemon: &Daemon, key: &str, pin: &str) -> String {
         .unwrap()
         .try_into()
         .unwrap();
-    client.ceremony_call(path.as_str(), "Release").await.unwrap();
+    client
+        .ceremony_call(path.as_str(), "Release")
+        .await
+        .unwrap();
     token
 }
 
