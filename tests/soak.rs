@@ -13,7 +13,7 @@ mod driver;
 use std::sync::Arc;
 use std::time::Duration;
 
-use driver::{Grant, LiveCeremonies, Sample, Soak, SoakKey};
+use driver::{Grant, InProcess, LiveCeremonies, Soak, SoakKey};
 use loginid_emulator::{Emulator, EmulatorConfig, ResidentKey, UserVerification};
 use passkeyd::ceremony::{Ceremonies, CeremonyConfig};
 use passkeyd::device::{DeviceConfig, Registry, RegistryEvent};
@@ -116,19 +116,12 @@ async fn two_hundred_ceremonies_leave_nothing_behind() {
     };
     let counter = LiveCeremonies::default();
     counter.install();
-    let live = {
-        let counter = counter.clone();
-        move || counter.count()
-    };
-    let report = driver::run(
-        &ceremonies,
-        &registry,
-        &grant,
-        &soak,
-        &|| Sample::take(None),
-        &live,
-    )
-    .await;
+    let target = Arc::new(InProcess {
+        ceremonies,
+        registry: registry.clone(),
+        counter: counter.clone(),
+    });
+    let report = driver::run(target, &grant, &soak).await;
     println!("{report}");
     assert!(report.start.rss > 0 && report.start.fds > 0, "{report}");
     assert!(report.failures.is_empty(), "{report}");

@@ -276,37 +276,98 @@ impl fmt::Display for Report {
     }
 }
 
+/// A future the driver can keep across tasks.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the soak runs against: the daemon's stack in this process, or a `passkeyd` process.
+pub trait Target: Send + Sync {
+    /// One whole ceremony for `username` on `key` with the authorization `token`; a failure
+    /// as (D-Bus error name, message).
+    fn ceremony(
+        &self,
+        key: &SoakKey,
+        username: String,
+        token: Token,
+    ) -> BoxFuture<'_, Result<(), (String, String)>>;
+    /// Waits (bounded) until every key is idle and every ceremony gone.
+    fn settle(&self) -> BoxFuture<'_, ()>;
+    /// The figures of the process under watch.
+    fn sample(&self) -> Sample;
+    /// Its live ceremonies.
+    fn live(&self) -> BoxFuture<'_, usize>;
+}
+
+/// The daemon's stack in this process: `Ceremonies` over the registry; live ceremonies
+/// counted through their tracing spans.
+pub struct InProcess {
+    /// Starts the ceremonies.
+    pub ceremonies: Ceremonies,
+    /// The keys.
+    pub registry: RegistryHandle,
+    /// The live ceremony count (installed as the tracing subscriber).
+    pub counter: LiveCeremonies,
+}
+
+impl Target for InProcess {
+    fn ceremony(
+        &self,
+        key: &SoakKey,
+        username: String,
+        token: Token,
+    ) -> BoxFuture<'_, Result<(), (String, String)>> {
+        let mut request = CeremonyRequest::new(username, Some(token));
+        request.authenticator = Some(key.id.clone());
+        request.pin = key.pin.clone().map(Zeroizing::new);
+        Box::pin(async move {
+            let run = async {
+                let mut ceremony = self.ceremonies.start(request)?;
+                while ceremony.next().await.is_some() {}
+                ceremony.result().await
+            };
+            match run.await {
+                Ok(_registration) => Ok(()),
+                Err(error) => Err((error.kind().dbus_name().to_owned(), error.to_string())),
+            }
+        })
+    }
+
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // A ceremony task sends its result just before it ends.
+            for _ in 0..1000 {
+                let idle = self.registry.list().await.iter().all(|d| !d.busy);
+                if idle && self.counter.count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    }
+
+    fn sample(&self) -> Sample {
+        Sample::take(None)
+    }
+
+    fn live(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async move { self.counter.count() })
+    }
+}
+
 /// Runs `soak.ceremonies` ceremonies: a warm-up of `soak.warmup`, then the rest, each phase
-/// with one worker per key taking the next ceremony number until none is left. `sample`
-/// measures the process under watch; `live` counts its live ceremonies.
-pub async fn run(
-    ceremonies: &Ceremonies,
-    registry: &RegistryHandle,
-    grant: &Grant,
-    soak: &Soak,
-    sample: &(dyn Fn() -> Sample + Sync),
-    live: &(dyn Fn() -> usize + Sync),
-) -> Report {
-    let start = sample();
+/// with one worker per key taking the next ceremony number until none is left.
+pub async fn run(target: Arc<dyn Target>, grant: &Grant, soak: &Soak) -> Report {
+    let start = target.sample();
     let started = Instant::now();
     let warmup = soak.warmup.min(soak.ceremonies);
-    let mut failures = phase(ceremonies, grant, soak, 0..warmup).await;
-    idle(registry).await;
-    let warm = sample();
+    let mut failures = phase(&target, grant, soak, 0..warmup).await;
+    target.settle().await;
+    let warm = target.sample();
     let warmed = Instant::now();
-    failures.extend(phase(ceremonies, grant, soak, warmup..soak.ceremonies).await);
-    idle(registry).await;
+    failures.extend(phase(&target, grant, soak, warmup..soak.ceremonies).await);
+    target.settle().await;
     let elapsed = started.elapsed();
     let elapsed_after_warmup = warmed.elapsed();
-    // A ceremony task sends its result just before it ends: give the last ones a moment to
-    // be reaped before counting.
-    for _ in 0..100 {
-        if live() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let end = sample();
+    let end = target.sample();
     Report {
         ceremonies: soak.ceremonies,
         start,
@@ -316,14 +377,14 @@ pub async fn run(
         elapsed_after_warmup,
         after_warmup: soak.ceremonies - warmup,
         failures,
-        live_at_end: live(),
+        live_at_end: target.live().await,
         workers: soak.keys.len(),
     }
 }
 
 /// Ceremonies `range`, one worker per key.
 async fn phase(
-    ceremonies: &Ceremonies,
+    target: &Arc<dyn Target>,
     grant: &Grant,
     soak: &Soak,
     range: std::ops::Range<usize>,
@@ -332,7 +393,7 @@ async fn phase(
     let mut workers = tokio::task::JoinSet::new();
     for key in soak.keys.clone() {
         let next = Arc::clone(&next);
-        let ceremonies = ceremonies.clone();
+        let target = Arc::clone(target);
         let grant = Arc::clone(grant);
         let run = soak.run.clone();
         let end = range.end;
@@ -355,20 +416,9 @@ async fn phase(
                     failures.push(fail("grant", "no authorization token".into()));
                     continue;
                 };
-                let mut request = CeremonyRequest::new(username, Some(token));
-                request.authenticator = Some(key.id.clone());
-                request.pin = key.pin.clone().map(Zeroizing::new);
-                let outcome = tokio::time::timeout(deadline, async {
-                    let mut ceremony = ceremonies.start(request)?;
-                    while ceremony.next().await.is_some() {}
-                    ceremony.result().await
-                })
-                .await;
-                match outcome {
-                    Ok(Ok(_registration)) => {}
-                    Ok(Err(error)) => {
-                        failures.push(fail(error.kind().dbus_name(), error.to_string()));
-                    }
+                match tokio::time::timeout(deadline, target.ceremony(&key, username, token)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err((kind, message))) => failures.push(fail(&kind, message)),
                     Err(_) => {
                         failures.push(fail("stuck", format!("still running after {deadline:?}")))
                     }
@@ -390,15 +440,4 @@ async fn phase(
     }
     failures.sort_by_key(|f| f.index);
     failures
-}
-
-/// Waits until the registry shows every key idle (bounded: a key that stays busy shows up
-/// as a failure of the next phase or in the end figures).
-async fn idle(registry: &RegistryHandle) {
-    for _ in 0..1000 {
-        if registry.list().await.iter().all(|d| !d.busy) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
