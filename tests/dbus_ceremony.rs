@@ -297,13 +297,25 @@ async fn two_hundred_concurrent_calls_all_get_answers() {
 }
 
 /// The next signal `watch` prints that `keep` accepts.
-async fn next_matching(watch: &mut Script, keep: impl Fn(&Value) -> bool) -> Value {
-    loop {
+/// The first signal matching each of `wanted`, whatever order they come in (the service
+/// sends signals about different objects from different tasks).
+async fn all_matching(watch: &mut Script, wanted: &[&dyn Fn(&Value) -> bool]) -> Vec<Value> {
+    let mut found: Vec<Option<Value>> = vec![None; wanted.len()];
+    while found.iter().any(Option::is_none) {
         let signal = watch.json().await;
-        if keep(&signal) {
-            return signal;
+        if let Some(slot) = wanted
+            .iter()
+            .zip(found.iter_mut())
+            .find_map(|(keep, slot)| (slot.is_none() && keep(&signal)).then_some(slot))
+        {
+            *slot = Some(signal);
         }
     }
+    found.into_iter().flatten().collect()
+}
+
+fn changed(property: &'static str) -> impl Fn(&Value) -> bool {
+    move |s| s["signal"] == "PropertiesChanged" && s["changed"].get(property).is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +335,17 @@ async fn objects_and_properties_follow_keys_and_ceremonies() {
         )
         .await;
     let key_path = format!("/org/passkeyd/authenticator/{key}");
-    let added = next_matching(&mut watch, |s| s["signal"] == "InterfacesAdded").await;
+    let [added, listed] = <[Value; 2]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &|s| s["signal"] == "InterfacesAdded",
+                &changed("Authenticators"),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
     assert_eq!(added["path"], json!(key_path));
     assert!(
         added["interfaces"]
@@ -332,56 +354,65 @@ async fn objects_and_properties_follow_keys_and_ceremonies() {
             .contains(&json!("org.passkeyd.Authenticator1")),
         "{added}"
     );
-    let listed = next_matching(&mut watch, |s| {
-        s["signal"] == "PropertiesChanged" && s["changed"].get("Authenticators").is_some()
-    })
-    .await;
     assert_eq!(listed["changed"]["Authenticators"], json!([key_path]));
 
     // A ceremony: its object appears, the key becomes busy, and idle again when the owner
     // leaves; the object goes.
     let holder = rig.hold_ceremony("frank").await;
     let ceremony = holder.path.clone();
-    let added = next_matching(&mut watch, |s| s["signal"] == "InterfacesAdded").await;
+    let on_key = |s: &Value| s["signal"] == "PropertiesChanged" && s["path"] == json!(key_path);
+    let [added, listed, busy] = <[Value; 3]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &|s| s["signal"] == "InterfacesAdded",
+                &changed("Ceremonies"),
+                &on_key,
+            ],
+        )
+        .await,
+    )
+    .unwrap();
     assert_eq!(added["path"], json!(ceremony));
     assert_eq!(added["interfaces"], json!(["org.passkeyd.Ceremony1"]));
-    let listed = next_matching(&mut watch, |s| {
-        s["signal"] == "PropertiesChanged" && s["changed"].get("Ceremonies").is_some()
-    })
-    .await;
     assert_eq!(listed["changed"]["Ceremonies"], json!([ceremony]));
-    let busy = next_matching(&mut watch, |s| {
-        s["signal"] == "PropertiesChanged" && s["path"] == json!(key_path)
-    })
-    .await;
     assert_eq!(busy["interface"], "org.passkeyd.Authenticator1");
     assert_eq!(busy["changed"], json!({"Busy": true}));
     drop(holder);
-    let idle = next_matching(&mut watch, |s| {
-        s["signal"] == "PropertiesChanged" && s["path"] == json!(key_path)
-    })
-    .await;
+    let [idle, removed, listed] = <[Value; 3]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &on_key,
+                &|s| s["signal"] == "InterfacesRemoved",
+                &changed("Ceremonies"),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
     assert_eq!(idle["changed"], json!({"Busy": false}));
-    let removed = next_matching(&mut watch, |s| s["signal"] == "InterfacesRemoved").await;
     assert_eq!(removed["path"], json!(ceremony));
-    let listed = next_matching(&mut watch, |s| {
-        s["signal"] == "PropertiesChanged" && s["changed"].get("Ceremonies").is_some()
-    })
-    .await;
     assert_eq!(listed["changed"]["Ceremonies"], json!([]));
 
     // The key unplugged: its object goes.
     rig.keys.clear();
-    let removed = next_matching(&mut watch, |s| s["signal"] == "InterfacesRemoved").await;
+    let [removed, listed] = <[Value; 2]>::try_from(
+        all_matching(
+            &mut watch,
+            &[
+                &|s| s["signal"] == "InterfacesRemoved",
+                &changed("Authenticators"),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
     assert_eq!(removed["path"], json!(key_path));
     assert_eq!(
         removed["interfaces"],
         json!(["org.passkeyd.Authenticator1"])
     );
-    let listed = next_matching(&mut watch, |s| {
-        s["signal"] == "PropertiesChanged" && s["changed"].get("Authenticators").is_some()
-    })
-    .await;
     assert_eq!(listed["changed"]["Authenticators"], json!([]));
     rig.shutdown().await;
 }

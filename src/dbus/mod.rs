@@ -21,6 +21,7 @@ mod access;
 mod args;
 mod authenticator;
 mod ceremony;
+pub mod client;
 mod error;
 mod hub;
 mod manager;
