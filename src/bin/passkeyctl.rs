@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 use passkeyd::decode::{self, ResponseKind};
 use passkeyd::device::record::RecordingFile;
 use remote::{BusArgs, RemoteCmd};
@@ -119,6 +119,12 @@ fn run_decode(args: &DecodeArgs) -> anyhow::Result<String> {
 }
 
 fn main() -> ExitCode {
+    // The Debian package's man pages and completions (src/cli_assets.rs).
+    if let Some(code) =
+        passkeyd::cli_assets::generate_if_requested(env!("CARGO_BIN_NAME"), Cli::command)
+    {
+        return code;
+    }
     // Usage errors exit with 2 from here.
     let cli = Cli::parse();
     let args = match cli.command {
