@@ -12,5 +12,7 @@ pub mod ceremony;
 pub mod daemon;
 pub mod decode;
 pub mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod loginid;
 pub mod transport;
