@@ -5,11 +5,12 @@
 //! APDU engines, and recording and replay of their traffic) and [`loginid`] (the HTTPS
 //! client); [`ceremony`] runs the registration from authorization token to LoginID token;
 //! [`decode`] makes CTAP traffic readable for `passkeyctl decode`; [`daemon`] runs the
-//! transports and the device registry for `passkeyd`. The D-Bus service follows. See
+//! transports and the device registry for `passkeyd`; [`dbus`] serves it all on D-Bus. See
 //! ARCHITECTURE.md.
 
 pub mod ceremony;
 pub mod daemon;
+pub mod dbus;
 pub mod decode;
 pub mod device;
 #[doc(hidden)]

@@ -1,12 +1,14 @@
-//! The `passkeyd` binary as a process: virtual keys served in this process on real
-//! SOCK_SEQPACKET sockets come and go, the daemon logs them, and a signal stops it cleanly.
+//! The `passkeyd` binary as a process on a private bus: it owns its name, tells systemd it is
+//! ready (and pings the watchdog), virtual keys served in this process on real
+//! SOCK_SEQPACKET sockets come and go and are logged, and a signal stops it cleanly.
 
 // Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     io::{BufRead as _, BufReader},
-    path::Path,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, mpsc},
     thread,
@@ -25,6 +27,85 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The AAGUID of every virtual key, as the daemon logs it.
 const VIRTKEY_AAGUID: &str = "7a3e5c1d-94b2-4f08-a6d1-2c9e0b8f4d63";
+
+/// A private `dbus-daemon` for one test, killed when dropped.
+struct PrivateBus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateBus {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.path().join("bus").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon (Debian package dbus-daemon) runs");
+        let mut address = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut address)
+            .unwrap();
+        let address = address.trim().to_owned();
+        assert!(address.starts_with("unix:"), "{address:?}");
+        Self {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    /// Whether `name` has an owner, asked with `busctl` (a client this project did not write).
+    fn has_owner(&self, name: &str) -> bool {
+        let output = Command::new("busctl")
+            .arg(format!("--address={}", self.address))
+            .args([
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "NameHasOwner",
+                "s",
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        match String::from_utf8_lossy(&output.stdout).trim() {
+            "b true" => true,
+            "b false" => false,
+            other => panic!("busctl said {other:?}"),
+        }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A configuration file: LoginID on a loopback port nobody needs to answer (nothing is
+/// asked of LoginID until a ceremony starts), then `rest`.
+fn write_config(dir: &Path, rest: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[loginid]\nbase_url = \"http://127.0.0.1:9\"\napp_id = \"test\"\n\
+             origin = \"https://kiosk.example.com\"\nallow_insecure_loopback = true\n\n{rest}"
+        ),
+    )
+    .unwrap();
+    path
+}
 
 fn serve(dir: &Path, name: &str) -> SocketServer {
     let key = Arc::new(VirtKey::start(Config::default()).unwrap());
@@ -47,8 +128,20 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Self {
-        let mut child: Child = Command::new(env!("CARGO_BIN_EXE_passkeyd"))
+        Self::start_with(args, &[])
+    }
+
+    /// With `env`; as systemd does, `WATCHDOG_PID` is set to the daemon's own pid (a shell
+    /// learns it, then becomes the daemon).
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child: Child = Command::new("sh")
+            .args([
+                "-c",
+                "WATCHDOG_PID=$$ exec \"$0\" \"$@\"",
+                env!("CARGO_BIN_EXE_passkeyd"),
+            ])
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
@@ -165,12 +258,16 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn keys_come_and_go_and_sigterm_stops_the_daemon() {
+    let bus = PrivateBus::start();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("keys");
     std::fs::create_dir(&dir).unwrap();
+    let config = write_config(tmp.path(), "");
     let mut daemon = Daemon::start(&[
         "--config",
-        "/dev/null",
+        config.to_str().unwrap(),
+        "--address",
+        &bus.address,
         "--no-usb",
         "--no-nfc",
         "--virtual-dir",
@@ -183,6 +280,9 @@ fn keys_come_and_go_and_sigterm_stops_the_daemon() {
     });
     assert_eq!(field(&started, "usb"), "false");
     assert_eq!(field(&started, "nfc"), "false");
+    assert_eq!(field(&started, "bus_name"), "org.passkeyd");
+    // The name is owned before the daemon says it has started.
+    assert!(bus.has_owner("org.passkeyd"));
     daemon.wait_for("'enumeration complete'", |line| {
         is_daemon(line, "enumeration complete") && line.contains("transport=virtual")
     });
@@ -222,6 +322,7 @@ fn keys_come_and_go_and_sigterm_stops_the_daemon() {
         line.contains("SIGTERM received")
     });
     daemon.wait_for("'stopped'", |line| is_daemon(line, "stopped"));
+    assert!(!bus.has_owner("org.passkeyd"));
     // Alpha was never reported removed: the daemon went first.
     assert!(
         !daemon
@@ -236,19 +337,23 @@ fn keys_come_and_go_and_sigterm_stops_the_daemon() {
 
 #[test]
 fn configuration_file_sets_the_transports_and_sigint_stops_the_daemon() {
+    let bus = PrivateBus::start();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("virtual keys");
-    let config = tmp.path().join("passkeyd.toml");
     // The directory does not exist yet: the transport creates it.
-    std::fs::write(
-        &config,
-        format!(
-            "[usb]\nenabled = false\n\n[nfc]\nenabled = false\n\n[virtual]\ndir = {:?}\n",
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "[transports]\nusb = false\nnfc = false\nvirtual_dir = {:?}\n",
             dir.to_str().unwrap()
         ),
-    )
-    .unwrap();
-    let mut daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    );
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--address",
+        &bus.address,
+    ]);
     daemon.wait_for("'enumeration complete'", |line| {
         is_daemon(line, "enumeration complete") && line.contains("transport=virtual")
     });
@@ -266,16 +371,104 @@ fn configuration_file_sets_the_transports_and_sigint_stops_the_daemon() {
 #[test]
 fn a_bad_configuration_file_is_an_error_that_names_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("passkeyd.toml");
-    std::fs::write(&config, "[usb]\nenable = false\n").unwrap();
-    let mut daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let config = write_config(tmp.path(), "[transports]\nusb_enable = false\n");
+    // Refused before the bus is even looked at.
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--address",
+        "unix:path=/nonexistent/bus",
+    ]);
     let status = daemon.exit_status();
     assert_eq!(status.code(), Some(1), "{status:?}");
     let line = daemon.wait_for("an error line", |line| line.contains("ERROR"));
     assert!(line.contains(config.to_str().unwrap()), "{line}");
     assert!(
-        line.contains("invalid configuration at line 2, column 1"),
+        line.contains("invalid configuration at line 8, column 1"),
         "{line}"
     );
-    assert!(line.contains("unknown field `enable`"), "{line}");
+    assert!(line.contains("unknown field `usb_enable`"), "{line}");
+
+    // A missing file is named too: no built-in LoginID application to fall back to.
+    let absent = tmp.path().join("absent.toml");
+    let mut daemon = Daemon::start(&["--config", absent.to_str().unwrap()]);
+    assert_eq!(daemon.exit_status().code(), Some(1));
+    let line = daemon.wait_for("an error line", |line| line.contains("ERROR"));
+    assert!(line.contains(absent.to_str().unwrap()), "{line}");
+}
+
+#[test]
+fn a_taken_bus_name_is_an_error() {
+    let bus = PrivateBus::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), "[transports]\nusb = false\nnfc = false\n");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--address",
+        &bus.address,
+    ];
+    let mut first = Daemon::start(&args);
+    first.wait_for("'passkeyd started'", |line| {
+        is_daemon(line, "passkeyd started")
+    });
+    let mut second = Daemon::start(&args);
+    assert_eq!(second.exit_status().code(), Some(1));
+    let line = second.wait_for("an error line", |line| line.contains("ERROR"));
+    assert!(line.contains("org.passkeyd"), "{line}");
+    // The first one is unaffected.
+    assert!(bus.has_owner("org.passkeyd"));
+    first.signal(Signal::TERM);
+    assert_eq!(first.exit_status().code(), Some(0));
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    let bus = PrivateBus::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), "[transports]\nusb = false\nnfc = false\n");
+    let socket_path = tmp.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut daemon = Daemon::start_with(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--address",
+            &bus.address,
+        ],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // 200 ms: a ping every 100 ms.
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let receive = || {
+        let mut buffer = [0; 512];
+        let n = socket.recv(&mut buffer).expect("a notification in time");
+        String::from_utf8_lossy(&buffer[..n]).trim_end().to_owned()
+    };
+    let ready = receive();
+    assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
+    assert!(
+        ready
+            .lines()
+            .any(|line| line == "STATUS=serving org.passkeyd"),
+        "{ready:?}"
+    );
+    assert!(bus.has_owner("org.passkeyd"));
+    // Watchdog pings follow.
+    for _ in 0..2 {
+        assert_eq!(receive(), "WATCHDOG=1");
+    }
+    daemon.signal(Signal::TERM);
+    loop {
+        let message = receive();
+        if message == "STOPPING=1" {
+            break;
+        }
+        assert_eq!(message, "WATCHDOG=1");
+    }
+    assert_eq!(daemon.exit_status().code(), Some(0));
+    daemon.wait_for("'stopped'", |line| is_daemon(line, "stopped"));
 }

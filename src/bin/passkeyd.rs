@@ -1,27 +1,32 @@
-//! `passkeyd`: the daemon that owns the machine's FIDO security keys.
+//! `passkeyd`: the daemon that owns the machine's FIDO security keys and serves the
+//! `org.passkeyd` D-Bus API.
 //!
 //! ```text
-//! passkeyd [--config PATH] [--no-usb] [--no-nfc] [--virtual-dir DIR] [--log-level FILTER]
+//! passkeyd [--config PATH] [--system | --session | --address ADDR]
+//!          [--no-usb] [--no-nfc] [--virtual-dir DIR] [--record-dir DIR] [--log-level FILTER]
 //! ```
 //!
-//! Runs the USB, NFC and virtual-key transports and the device registry (`passkeyd::daemon`),
-//! logging every key that comes or goes to stderr, until SIGTERM or SIGINT (exit 0). Exit
-//! code 1 when it cannot start or run, 2 on usage errors. The D-Bus service comes later.
+//! Runs `passkeyd::daemon` on the system bus (or the one named) until SIGTERM or SIGINT, which
+//! cancel every ceremony and send CANCEL to its keys before the exit (code 0). Exit code 1
+//! when it cannot start or run (a bad configuration, the bus name taken), 2 on usage errors.
 //!
-//! Logs are plain text lines (no colours unless stderr is a terminal; no timestamps under
-//! systemd, whose journal stamps every line itself), filtered by `--log-level`, else
-//! `RUST_LOG`, else `info`.
+//! Logs go to the journal, with their fields, when systemd runs the daemon (`JOURNAL_STREAM`
+//! is set and the journal answers); otherwise they are plain text lines on stderr (colours
+//! only on a terminal). The filter is `--log-level`, else `RUST_LOG`, else `info`.
 
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use passkeyd::daemon::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
+use passkeyd::daemon::{self, Config, DEFAULT_CONFIG_PATH};
+use passkeyd::dbus::Bus;
 use passkeyd::transport::virt::VirtualConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Worker threads of the runtime. The daemon's work is waiting on keys; two workers let one
 /// key's traffic proceed while another task runs, whatever the machine's core count.
@@ -30,18 +35,26 @@ const WORKER_THREADS: usize = 2;
 /// How long the runtime's remaining tasks get to end after the daemon has stopped.
 const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Owns the machine's FIDO security keys (USB, NFC, virtual) and logs them as they come and go.
+/// Creates LoginID passkeys on FIDO security keys for local UIs, over D-Bus.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (TOML). Without this flag, /etc/passkeyd/passkeyd.toml is read if it
-    /// exists.
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Do not look for USB (hidraw) keys.
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Serve on the system bus (the default).
+    #[arg(long, group = "bus")]
+    system: bool,
+    /// Serve on the session bus.
+    #[arg(long, group = "bus")]
+    session: bool,
+    /// Serve on the bus at this D-Bus address (`unix:path=/run/...`).
+    #[arg(long, value_name = "ADDR", group = "bus")]
+    address: Option<String>,
+    /// Do not look for USB (hidraw) keys, whatever the file says.
     #[arg(long)]
     no_usb: bool,
-    /// Do not look for NFC keys (pcscd).
+    /// Do not look for NFC keys (pcscd), whatever the file says.
     #[arg(long)]
     no_nfc: bool,
     /// Watch this directory for virtual keys' sockets (`virtkey --dir DIR`).
@@ -79,15 +92,34 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
         Some(level) => EnvFilter::try_new(level).with_context(|| format!("--log-level {level}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter);
-    // systemd sets JOURNAL_STREAM when stderr goes to the journal, which timestamps lines.
+    // systemd sets JOURNAL_STREAM when stderr goes to the journal: write records to the
+    // journal itself then, with their fields as journal fields.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal.with_syslog_identifier("passkeyd".to_owned()))
+                    .init();
+                return Ok(());
+            }
+            // No journal socket (a container): plain lines, the journal stamps them.
+            Err(error) => {
+                eprintln!("passkeyd: the journal is not reachable ({error}): logging to stderr")
+            }
+        }
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .without_time()
+            .with_env_filter(filter)
+            .init();
     } else {
-        builder.init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter)
+            .init();
     }
     Ok(())
 }
@@ -110,25 +142,23 @@ fn run(args: Args) -> anyhow::Result<()> {
                 _ = interrupt.recv() => tracing::info!("SIGINT received"),
             }
         };
-        daemon::run(config, shutdown).await.context("passkeyd")
+        let bus = match (&args.address, args.session) {
+            (Some(address), _) => Bus::address(address).await,
+            (None, true) => Bus::session().await,
+            (None, false) => Bus::system().await,
+        }
+        .context("connecting to the bus")?;
+        daemon::run(bus, config, shutdown).await.context("passkeyd")
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     outcome
 }
 
-/// The configuration file (if any), then the flags on top.
+/// The configuration file, then the flags on top.
 fn configure(args: &Args) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => load(path)?,
-        None => match Config::load(Path::new(DEFAULT_CONFIG_PATH)) {
-            Err(ConfigError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Config::default()
-            }
-            loaded => loaded.with_context(|| format!("configuration {DEFAULT_CONFIG_PATH}"))?,
-        },
-    };
+    let path = &args.config;
+    let mut config =
+        Config::load(path).with_context(|| format!("configuration {}", path.display()))?;
     if args.no_usb {
         config.usb = None;
     }
@@ -142,8 +172,4 @@ fn configure(args: &Args) -> anyhow::Result<Config> {
         config.device.record_dir = Some(dir.clone());
     }
     Ok(config)
-}
-
-fn load(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path).with_context(|| format!("configuration {}", path.display()))
 }

@@ -65,7 +65,7 @@ impl CeremonyRequest {
 
     /// Checks every input before anything is sent anywhere; the unattended PIN against
     /// CTAP's PIN rules (CTAP 2.2 §6.5.1).
-    pub(super) fn validate(&self) -> Result<(), InvalidArgument> {
+    pub fn validate(&self) -> Result<(), InvalidArgument> {
         validate_username(&self.username)?;
         if let Some(token) = &self.authz_token {
             validate_token(token)?;

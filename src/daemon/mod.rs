@@ -1,31 +1,46 @@
-//! The daemon: the transports feeding the device [`Registry`], and a log line for every key
-//! that comes or goes, until shutdown.
+//! The daemon: the transports feeding the device [`Registry`], the ceremonies, and the D-Bus
+//! service, until shutdown.
 //!
 //! [`run`] is all of `passkeyd` but its command line, logging set-up, runtime and signals
-//! (`src/bin/passkeyd.rs`). It starts the registry, subscribes to it, then starts the enabled
-//! transports ([`Config`]), so that not even the keys present at start-up are missed. Every
-//! key the registry announces is logged with its getInfo summary (versions, AAGUID), its
-//! transport and its id; every removal with its id.
+//! (`src/bin/passkeyd.rs`); tests call it in-process on a private bus. In order:
 //!
-//! **Shutdown.** When the `shutdown` future resolves, the transports stop first (no new keys;
-//! the NFC monitor thread is cancelled and joined off the runtime's workers, since that may
-//! take a moment), then the registry handle is dropped, which ends the registry and with it
-//! every device actor and its link.
+//! 1. Everything that can be refused is checked before anything starts: the allow-list's
+//!    names are looked up, the LoginID client and the ceremony settings are built.
+//! 2. The registry starts and is subscribed to, then the enabled transports ([`Config`]), so
+//!    that not even the keys present at start-up are missed.
+//! 3. The D-Bus service exports its objects, then owns its name; systemd is told `READY=1`
+//!    (Type=notify) and, when it asks for a watchdog, pinged after each round trip through
+//!    the registry.
+//! 4. Every key the registry announces is logged with its getInfo summary (versions,
+//!    AAGUID), its transport and its id; every removal with its id.
 //!
-//! **Idle.** Nothing here wakes up on a timer: the loop waits on the shutdown future and the
+//! **Shutdown.** When the `shutdown` future resolves, systemd is told `STOPPING=1`; the
+//! service cancels every ceremony (each sends CANCEL to the keys it uses) and waits for them,
+//! then releases its name; the transports stop (no new keys; the NFC monitor thread is
+//! cancelled and joined off the runtime's workers, since that may take a moment); last, the
+//! registry handle is dropped, which ends the registry and with it every device actor.
+//!
+//! **Idle.** Nothing here wakes up on a timer, except the watchdog when systemd asks for one
+//! (`WatchdogSec=`, one ping per half period): the loop waits on the shutdown future and the
 //! registry's events only (see the transport and device layer invariants for the rest).
 
 mod config;
 
 use std::fmt::{self, Write as _};
 use std::future::Future;
+use std::time::Duration;
 
 use ctap::command::get_info;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tracing::{debug, info, warn};
 
-pub use self::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use crate::device::{DeviceInfo, LinkInfo, Registry, RegistryEvent};
+pub use self::config::{
+    AccessConfig, Config, ConfigError, DEFAULT_CONFIG_PATH, Principal, ResolvedAccess,
+};
+use crate::ceremony::{self, Ceremonies};
+use crate::dbus::{self, AccessPolicy, Bus, Limits, ServiceConfig};
+use crate::device::{DeviceInfo, LinkInfo, Registry, RegistryEvent, RegistryHandle};
+use crate::loginid::{self, LoginIdClient};
 use crate::transport::{
     TransportEvent,
     nfc::{self, NfcError, NfcTransport},
@@ -44,6 +59,18 @@ const MAX_LOGGED_TEXT: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
+    /// The configuration names a user or group that does not exist.
+    #[error("configuration")]
+    Config(#[from] ConfigError),
+    /// The LoginID settings were refused (or its HTTP client could not be built).
+    #[error("LoginID settings")]
+    LoginId(#[from] loginid::Error),
+    /// The ceremony settings were refused.
+    #[error("ceremony settings")]
+    Ceremony(#[from] ceremony::ConfigError),
+    /// The D-Bus service could not start (its name is taken, the bus refused it...).
+    #[error("starting the D-Bus service")]
+    Dbus(#[from] dbus::DbusError),
     /// The USB transport could not start.
     #[error("starting the USB transport")]
     Usb(#[from] UsbError),
@@ -59,17 +86,26 @@ pub enum DaemonError {
     RegistryEnded,
 }
 
-/// Runs the daemon until `shutdown` resolves (then `Ok`), or until it cannot go on. Must be
-/// called inside a tokio runtime with IO and time enabled.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+/// Runs the daemon on `bus` until `shutdown` resolves (then `Ok`), or until it cannot go on.
+/// Must be called inside a tokio runtime with IO and time enabled.
+pub async fn run(
+    bus: Bus,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    // 1. What can be refused, before anything starts.
+    let access = config.access.resolve()?;
+    let loginid = LoginIdClient::new(config.loginid.clone())?;
+
+    // 2. Keys.
     let (events_tx, events_rx) = mpsc::channel(TRANSPORT_EVENTS);
     let registry = Registry::spawn(events_rx, config.device.clone());
+    let ceremonies = Ceremonies::new(registry.clone(), loginid, config.ceremony.clone())?;
     // Subscribed before any transport starts: every key is seen, those present at start-up too.
     let mut subscription = registry
         .subscribe()
         .await
         .ok_or(DaemonError::RegistryEnded)?;
-
     let mut transports = Transports::default();
     if let Err(error) = transports.start(&config, &events_tx) {
         transports.stop().await;
@@ -78,7 +114,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // The transports hold the only senders now: the registry sees the end of hotplug once
     // they are gone.
     drop(events_tx);
+
+    // 3. The service.
+    let service_config = ServiceConfig {
+        access: AccessPolicy {
+            allowed_uids: access.uids,
+            allowed_gids: access.gids,
+            polkit: config.access.polkit,
+        },
+        limits: Limits {
+            max_ceremonies_per_caller: config.access.max_ceremonies_per_caller,
+            max_ceremonies: config.access.max_ceremonies,
+            ..Limits::default()
+        },
+        ..ServiceConfig::default()
+    };
+    let bus_name = service_config.bus_name.clone();
+    let service = match dbus::serve(&bus, ceremonies, registry.clone(), service_config).await {
+        Ok(service) => service,
+        Err(error) => {
+            transports.stop().await;
+            return Err(error.into());
+        }
+    };
     info!(
+        bus_name = %bus_name,
+        origin = %config.ceremony.origin,
+        loginid = %config.loginid.base_url,
         usb = transports.usb.is_some(),
         nfc = transports.nfc.is_some(),
         virtual_dir = config
@@ -90,7 +152,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if transports.is_empty() {
         warn!("every transport is disabled: no key will be found");
     }
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving {bus_name}")),
+    ]);
 
+    // 4. Until shutdown.
+    let watchdog = watchdog_interval();
     let mut shutdown = std::pin::pin!(shutdown);
     let outcome = loop {
         tokio::select! {
@@ -102,16 +170,59 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 Err(RecvError::Closed) => break Err(DaemonError::RegistryEnded),
             },
+            () = sleep_or_never(watchdog) => {
+                if registry_answers(&registry).await {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    warn!("the device registry did not answer: no watchdog ping");
+                }
+            }
         }
     };
 
     info!("stopping");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    service.shutdown().await;
     transports.stop().await;
     drop(subscription);
-    // The last handle: the registry ends, aborting every device actor (which drops its link).
+    // The last handles: the registry ends, aborting every device actor (which drops its link).
     drop(registry);
     info!("stopped");
     outcome
+}
+
+/// Half of systemd's watchdog period, when it asks for pings (`WATCHDOG_USEC` for this
+/// process).
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
+
+/// Sleeps `interval`, or forever without one.
+async fn sleep_or_never(interval: Option<Duration>) {
+    match interval {
+        Some(interval) => tokio::time::sleep(interval).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the registry's actor answers a request within a second: the watchdog pings only
+/// for a daemon whose core still works, not merely for a runtime that still ticks.
+async fn registry_answers(registry: &RegistryHandle) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), registry.list())
+        .await
+        .is_ok()
+}
+
+/// Tells systemd; without `NOTIFY_SOCKET` (not run by systemd) nothing happens.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(false, states) {
+        debug!(%error, "sd_notify failed");
+    }
 }
 
 /// The transports that run.

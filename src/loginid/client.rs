@@ -88,7 +88,19 @@ impl LoginIdClient {
         });
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if plain_http
+            && let Some(url::Host::Domain(name)) = config.base_url.host()
+            && let Some(port) = config.base_url.port_or_known_default()
+        {
+            // `localhost` over plain http: loopback whatever the resolver would say.
+            let loopback = [
+                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            ];
+            builder = builder.resolve_to_addrs(name, &loopback);
+        }
+        let http = builder
             .tls_backend_preconfigured(tls)
             .https_only(!plain_http)
             .user_agent(USER_AGENT)

@@ -64,7 +64,7 @@ pub struct LoginIdConfig {
     pub base_url: Url,
     /// The LoginID application id (token audience, `app.id` of `reg/init`).
     pub app_id: String,
-    /// Allow plain `http://` when the base URL's host is a loopback IP address (emulator,
+    /// Allow plain `http://` when the base URL's host is a loopback IP address or `localhost` (emulator,
     /// rigs). Other hosts always need https.
     pub allow_http_loopback: bool,
     /// Time allowed to open the connection (TCP and TLS).
@@ -147,13 +147,15 @@ impl LoginIdConfig {
     }
 }
 
-/// Only IP literals count: a name such as `localhost` is resolved by whatever the resolver is
-/// configured to do, which a plain-http exception must not depend on.
+/// Loopback IP literals, and `localhost`, which the client then resolves to 127.0.0.1 and ::1
+/// itself: a plain-http exception must not depend on what the resolver says.
 fn host_is_loopback_ip(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        _ => false,
+        // RFC 6761 §6.3: `localhost` names the loopback interface.
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -176,13 +178,17 @@ mod tests {
     }
 
     #[test]
-    fn http_only_to_loopback_ip_literals_when_allowed() {
+    fn http_only_to_loopback_when_allowed() {
         assert_eq!(config("http://127.0.0.1:8080", true).validate(), Ok(true));
         assert_eq!(config("http://127.9.9.9:8080", true).validate(), Ok(true));
         assert_eq!(config("http://[::1]:8080", true).validate(), Ok(true));
+        assert_eq!(config("http://localhost:8080", true).validate(), Ok(true));
+        assert_eq!(config("http://LocalHost:8080", true).validate(), Ok(true));
         for (url, allow) in [
             ("http://127.0.0.1:8080", false),
-            ("http://localhost:8080", true),
+            ("http://localhost:8080", false),
+            ("http://localhost.example.com", true),
+            ("http://mylocalhost", true),
             ("http://10.0.0.1", true),
             ("http://app.api.loginid.io", true),
             ("ftp://127.0.0.1", true),
