@@ -268,14 +268,14 @@ fn virtual_key_seeds(seeds: &mut Seeds) {
 /// authData for `auth_data`, and its credential public key for `cose_key`.
 fn add_auth_data_seeds(seeds: &mut Seeds, name: &str, auth_data: &[u8]) {
     seeds.add("auth_data", name, auth_data.to_vec());
-    if let Ok(parsed) = AuthenticatorData::parse(auth_data) {
-        if let Some(credential) = parsed.attested_credential_data() {
-            seeds.add(
-                "cose_key",
-                name,
-                credential.credential_public_key_bytes().to_vec(),
-            );
-        }
+    if let Ok(parsed) = AuthenticatorData::parse(auth_data)
+        && let Some(credential) = parsed.attested_credential_data()
+    {
+        seeds.add(
+            "cose_key",
+            name,
+            credential.credential_public_key_bytes().to_vec(),
+        );
     }
 }
 
@@ -557,14 +557,72 @@ fn usb_seeds(seeds: &mut Seeds) {
 }
 
 fn daemon_config_seeds(seeds: &mut Seeds) {
-    let full = "[usb]\nenabled = true\nopen_window_ms = 2000\n\n[nfc]\nenabled = true\n\
-                first_retry_ms = 1000\nmax_retry_ms = 60000\n\n[virtual]\n\
-                dir = \"/run/passkeyd/virtual\"\n";
+    let full = r#"
+[loginid]
+base_url = "https://app-1.api.loginid.io"
+app_id = "app-1"
+origin = "https://kiosk.example.com"
+allow_insecure_loopback = false
+verify_token = true
+
+[transports]
+usb = true
+nfc = true
+virtual_dir = "/run/passkeyd/virtual"
+usb_open_window_ms = 2000
+nfc_first_retry_ms = 1000
+nfc_max_retry_ms = 60000
+
+[access]
+allowed_users = ["kiosk", 1000]
+allowed_groups = ["passkeyd"]
+polkit = false
+max_ceremonies_per_caller = 2
+max_ceremonies = 16
+
+[timeouts]
+ceremony_default_s = 300
+ceremony_min_s = 10
+ceremony_max_s = 600
+complete_grace_s = 30
+"#;
     Config::from_toml(full).unwrap();
     seeds.add("daemon_config", "full", full.as_bytes().to_vec());
-    let disabled = "[usb]\nenabled = false\n[nfc]\nenabled = false\n";
-    Config::from_toml(disabled).unwrap();
-    seeds.add("daemon_config", "disabled", disabled.as_bytes().to_vec());
+    let minimal = "[loginid]\nbase_url = \"http://127.0.0.1:8080\"\napp_id = \"a\"\n\
+                   origin = \"http://localhost\"\nallow_insecure_loopback = true\n\
+                   [transports]\nusb = false\nnfc = false\n";
+    Config::from_toml(minimal).unwrap();
+    seeds.add("daemon_config", "minimal", minimal.as_bytes().to_vec());
+}
+
+fn dbus_seeds(seeds: &mut Seeds) {
+    use std::collections::HashMap;
+    use zbus::zvariant::{Endian, ObjectPath, Value, serialized::Context, to_bytes};
+
+    let path = ObjectPath::try_from("/org/passkeyd/authenticator/virtual_key0").unwrap();
+    let full: HashMap<&str, Value<'_>> = HashMap::from([
+        ("display_name", Value::from("Alice")),
+        ("username_type", Value::from("email")),
+        ("passkey_name", Value::from("Kiosk key")),
+        ("authenticator", Value::from(path)),
+        ("timeout_ms", Value::from(120_000u32)),
+        ("pin", Value::from("123456")),
+    ]);
+    let cases: [(&str, &str, HashMap<&str, Value<'_>>); 2] = [
+        ("full", "alice@example.com", full),
+        ("no-options", "bob", HashMap::new()),
+    ];
+    for (name, username, options) in cases {
+        let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
+        let body = to_bytes(
+            Context::new_dbus(Endian::Little, 0),
+            &(username, token, options),
+        )
+        .unwrap()
+        .to_vec();
+        passkeyd::dbus::decode_create_passkey(&body).expect("a seed request is valid");
+        seeds.add("dbus_create_passkey", name, with_selector(0, &body));
+    }
 }
 
 // ---- Recorded vectors (third-party data: read here, never committed) ----
@@ -648,10 +706,10 @@ fn vector_seeds(seeds: &mut Seeds, dir: &Path) -> usize {
 fn add_make_credential_seeds(seeds: &mut Seeds, name: &str, response: &[u8]) {
     if let Ok(made) = decode_response::<MakeCredential>(response) {
         add_auth_data_seeds(seeds, name, &made.auth_data);
-        if let Ok(object) = AttestationObject::from_response(made) {
-            if let Ok(bytes) = object.to_cbor() {
-                seeds.add("auth_data", format!("{name}-object"), bytes);
-            }
+        if let Ok(object) = AttestationObject::from_response(made)
+            && let Ok(bytes) = object.to_cbor()
+        {
+            seeds.add("auth_data", format!("{name}-object"), bytes);
         }
     }
 }
@@ -666,6 +724,7 @@ fn fuzz_seeds_are_generated_and_parse() {
     loginid_jwt_seeds(&mut seeds);
     usb_seeds(&mut seeds);
     daemon_config_seeds(&mut seeds);
+    dbus_seeds(&mut seeds);
     for target in [
         "ctaphid_reassembler",
         "apdu_response",
@@ -678,6 +737,7 @@ fn fuzz_seeds_are_generated_and_parse() {
         "usb_descriptor",
         "usb_uevent",
         "daemon_config",
+        "dbus_create_passkey",
     ] {
         assert!(seeds.count(target) > 0, "no seed for {target}");
     }

@@ -26,10 +26,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(PushOutcome::Complete(message)) = reassembler.push(report) {
             assert!(message.payload.len() <= limit);
         }
-        if let Some(t) = transaction.as_mut() {
-            if let Ok(TransactionEvent::Response(payload)) = t.on_report(report) {
-                assert!(payload.len() <= ctaphid::MAX_MESSAGE_LEN);
-            }
+        if let Some(t) = transaction.as_mut()
+            && let Ok(TransactionEvent::Response(payload)) = t.on_report(report)
+        {
+            assert!(payload.len() <= ctaphid::MAX_MESSAGE_LEN);
         }
     }
     let _ = ctaphid::parse_init_response(rest, &[0; 8]);

@@ -1,12 +1,41 @@
 #![no_main]
-//! The daemon's configuration file (TOML).
+//! The daemon's configuration file (TOML), parsed as `passkeyd` does at start.
 //!
-//! Properties: an accepted file gives settings that satisfy the documented constraints (NFC
-//! retry pause at least 1 ms and no larger than its cap); a refused one gives a one-line
-//! message with a position inside the text.
+//! Properties: an accepted file gives settings inside every documented range (transport
+//! timings from 1 ms to a day, NFC retry cap not below its first pause, ceremony timeouts
+//! ordered min ≤ default ≤ max within a day, caller limits at least 1 and per-caller not above
+//! the total, a non-blank app id); parsing is a function of the text; a refused file gives a
+//! one-line message whose position lies inside the text.
+
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use passkeyd::daemon::{Config, ConfigError};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn within(duration: Duration, min: Duration) -> bool {
+    duration >= min && duration <= DAY
+}
+
+fn check(config: &Config) {
+    if let Some(usb) = &config.usb {
+        assert!(within(usb.open_window, Duration::from_millis(1)));
+    }
+    if let Some(nfc) = &config.nfc {
+        assert!(within(nfc.first_retry, Duration::from_millis(1)));
+        assert!(within(nfc.max_retry, nfc.first_retry));
+    }
+    let ceremony = &config.ceremony;
+    assert!(within(ceremony.min_timeout, Duration::from_secs(1)));
+    assert!(within(ceremony.default_timeout, ceremony.min_timeout));
+    assert!(within(ceremony.max_timeout, ceremony.default_timeout));
+    assert!(within(ceremony.complete_grace, Duration::from_secs(1)));
+    let access = &config.access;
+    assert!(access.max_ceremonies_per_caller >= 1);
+    assert!(access.max_ceremonies_per_caller <= access.max_ceremonies);
+    assert!(!config.loginid.app_id.trim().is_empty());
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -14,12 +43,9 @@ fuzz_target!(|data: &[u8]| {
     };
     match Config::from_toml(text) {
         Ok(config) => {
-            if let Some(nfc) = &config.nfc {
-                assert!(!nfc.first_retry.is_zero());
-                assert!(nfc.max_retry >= nfc.first_retry);
-            }
-            // Parsing is a function of the text.
-            assert_eq!(Config::from_toml(text).ok(), Some(config));
+            check(&config);
+            let again = Config::from_toml(text).expect("the same text parses again");
+            assert_eq!(format!("{again:?}"), format!("{config:?}"));
         }
         Err(ConfigError::Parse {
             line,
@@ -37,8 +63,6 @@ fuzz_target!(|data: &[u8]| {
                 assert!(column <= width + 1, "column {column} of {width}");
             }
         }
-        Err(error) => {
-            assert!(!error.to_string().contains('\n'));
-        }
+        Err(error) => assert!(!error.to_string().contains('\n'), "{error}"),
     }
 });
