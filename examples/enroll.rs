@@ -6,7 +6,8 @@
 //! daemon's side: `reg/init`, selection, the PIN (given unattended here, as a rig would),
 //! makeCredential, `reg/complete`, and the LoginID token checked against the JWKS.
 //!
-//! Run with `cargo run --example enroll` (or `bash scripts/demo`).
+//! Run with `cargo run --example enroll`; `bash scripts/demo` makes the same registration
+//! through the daemon on D-Bus.
 
 #![allow(clippy::print_stdout)]
 

@@ -9,6 +9,7 @@
 //! ARCHITECTURE.md.
 
 pub mod ceremony;
+pub mod cli_assets;
 pub mod daemon;
 pub mod dbus;
 pub mod decode;

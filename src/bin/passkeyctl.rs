@@ -1,7 +1,25 @@
 //! `passkeyctl`: command-line client of passkeyd.
 //!
-//! Exit status: 0 on success, 2 on a usage error or when the input cannot be read or decoded
-//! (the message on stderr names the typed error and its causes).
+//! It talks to the service over D-Bus as any local UI would (`passkeyd::dbus::client`):
+//! `list`, `info`, `register`, `watch`, `cancel`, `wink`, `verify-token`; and it decodes CTAP
+//! traffic offline (`decode`). See `docs/passkeyctl.md`.
+//!
+//! Exit status:
+//! - 0: success;
+//! - 1: passkeyd refused the request or the ceremony failed (the D-Bus error name is printed,
+//!   and is the `error` member with `--json`);
+//! - 2: a usage error, or input that cannot be read or decoded;
+//! - 3: passkeyd cannot be reached: no bus, the service is not running, or it left the bus;
+//! - 124: passkeyctl's own deadline passed (a running ceremony is cancelled first);
+//! - 130: interrupted (Ctrl-C, SIGTERM); a running ceremony is cancelled first.
+
+// The crate root is src/bin/: the modules live in src/bin/passkeyctl/.
+#[path = "passkeyctl/register.rs"]
+mod register;
+#[path = "passkeyctl/remote.rs"]
+mod remote;
+#[path = "passkeyctl/terminal.rs"]
+mod terminal;
 
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Write};
@@ -9,20 +27,29 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 use passkeyd::decode::{self, ResponseKind};
 use passkeyd::device::record::RecordingFile;
+use remote::{BusArgs, RemoteCmd};
 
-/// Command-line client of passkeyd: decode CTAP traffic.
+/// Command-line client of passkeyd: security keys, passkey registration, CTAP traffic.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "Command-line client of passkeyd: security keys, passkey registration, CTAP traffic"
+)]
 struct Cli {
+    #[command(flatten)]
+    bus: BusArgs,
+
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    #[command(flatten)]
+    Remote(RemoteCmd),
     /// Decode CTAP traffic: a recording, one CTAP response, or a run of CTAPHID reports.
     Decode(DecodeArgs),
 }
@@ -61,12 +88,6 @@ enum Kind {
     Reports,
 }
 
-fn run(cli: Cli) -> anyhow::Result<String> {
-    match cli.command {
-        Cmd::Decode(args) => run_decode(&args),
-    }
-}
-
 fn run_decode(args: &DecodeArgs) -> anyhow::Result<String> {
     if let Some(path) = &args.recording {
         let file = File::open(path)
@@ -98,9 +119,19 @@ fn run_decode(args: &DecodeArgs) -> anyhow::Result<String> {
 }
 
 fn main() -> ExitCode {
+    // The Debian package's man pages and completions (src/cli_assets.rs).
+    if let Some(code) =
+        passkeyd::cli_assets::generate_if_requested(env!("CARGO_BIN_NAME"), Cli::command)
+    {
+        return code;
+    }
     // Usage errors exit with 2 from here.
     let cli = Cli::parse();
-    match run(cli) {
+    let args = match cli.command {
+        Cmd::Remote(command) => return ExitCode::from(remote::main(&cli.bus, command)),
+        Cmd::Decode(args) => args,
+    };
+    match run_decode(&args) {
         Ok(output) => {
             // A closed pipe (`| head`) is the reader's choice, not an error.
             match std::io::stdout().lock().write_all(output.as_bytes()) {

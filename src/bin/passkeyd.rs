@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use passkeyd::daemon::{self, Config, DEFAULT_CONFIG_PATH};
 use passkeyd::dbus::Bus;
 use passkeyd::transport::virt::VirtualConfig;
@@ -72,6 +72,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The Debian package's man pages and completions (src/cli_assets.rs).
+    if let Some(code) =
+        passkeyd::cli_assets::generate_if_requested(env!("CARGO_BIN_NAME"), Args::command)
+    {
+        return code;
+    }
     // clap exits with 2 on usage errors (0 for --help and --version).
     let args = Args::parse();
     if let Err(error) = init_logging(args.log_level.as_deref()) {

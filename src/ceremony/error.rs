@@ -3,6 +3,8 @@
 use std::fmt;
 
 use ctap::status::StatusCode;
+use ctap::webauthn::attestation::AttestationError;
+use ctap::webauthn::auth_data::AuthDataError;
 
 use super::origin::{OriginError, RpIdError};
 use super::plan::OptionsError;
@@ -77,7 +79,8 @@ pub enum CeremonyError {
     /// LoginID refused the request, or answered with a LoginID token that does not verify.
     #[error("LoginID rejected the registration")]
     BackendRejected(#[source] loginid::Error),
-    /// LoginID could not be reached, failed (5xx) or did not answer in time.
+    /// LoginID could not be reached, failed (5xx) or did not answer in time (also when its
+    /// key set, needed to verify the token, could not be downloaded).
     #[error("LoginID is unavailable")]
     BackendUnavailable(#[source] loginid::Error),
     /// LoginID refused the authorization token (missing, invalid, expired, for another user
@@ -257,6 +260,9 @@ impl CeremonyError {
                 loginid::Error::Api(api)
                     if (400..500).contains(&api.status) && !matches!(api.status, 408 | 429)
             ),
+            // The JWKS could not be downloaded (a download failed recently, and another
+            // is not allowed yet): LoginID is unavailable, as when this download fails itself.
+            loginid::Error::Token(loginid::TokenError::JwksUnavailable) => false,
             loginid::Error::Token(_) => true,
             _ => false,
         };
@@ -387,6 +393,33 @@ pub enum BadResponse {
     Encoding,
     /// A U2F answer did not parse, or had an unexpected status word.
     U2f(String),
+    /// The credential ID is longer than the 1023 bytes WebAuthn L3 allows (§7.1 step
+    /// "credentialId ... at most 1023 bytes"; §6.5.1 `credentialIdLength`).
+    CredentialIdTooLong(usize),
+    /// The credential public key's algorithm (its COSE `alg`, absent: `None`) is not one of
+    /// those the RP offered in `pubKeyCredParams` (WebAuthn L3 §7.1 step "alg").
+    UnexpectedAlgorithm(Option<i64>),
+    /// The credential public key is a P-256 key whose point is not on the curve.
+    PublicKeyNotOnCurve,
+}
+
+impl BadResponse {
+    /// Authenticator data that did not parse: the conditions WebAuthn names get their own
+    /// variants, the rest is [`BadResponse::AuthData`].
+    pub(super) fn from_auth_data(error: &AuthDataError) -> Self {
+        match error {
+            AuthDataError::CredentialIdTooLong(length) => Self::CredentialIdTooLong(*length),
+            other => Self::AuthData(other.to_string()),
+        }
+    }
+
+    /// An attestation object that could not be built from the key's answer.
+    pub(super) fn from_attestation(error: &AttestationError) -> Self {
+        match error {
+            AttestationError::AuthData(error) => Self::from_auth_data(error),
+            other => Self::AuthData(other.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for BadResponse {
@@ -399,6 +432,16 @@ impl fmt::Display for BadResponse {
             Self::PublicKey(why) => write!(f, "credential public key: {why}"),
             Self::Encoding => f.write_str("attestation object not encodable"),
             Self::U2f(why) => write!(f, "U2F: {why}"),
+            Self::CredentialIdTooLong(length) => {
+                write!(f, "credential ID of {length} bytes, more than 1023")
+            }
+            Self::UnexpectedAlgorithm(Some(alg)) => {
+                write!(f, "credential public key algorithm {alg} was not offered")
+            }
+            Self::UnexpectedAlgorithm(None) => {
+                f.write_str("credential public key without an algorithm")
+            }
+            Self::PublicKeyNotOnCurve => f.write_str("credential public key not on its curve"),
         }
     }
 }
@@ -488,6 +531,16 @@ mod tests {
         );
         assert_eq!(
             CeremonyError::from_backend(loginid::Error::Timeout).kind(),
+            ErrorKind::BackendUnavailable
+        );
+        // A token that fails verification is a rejection; a JWKS that cannot be had is not.
+        let token = |error| CeremonyError::from_backend(loginid::Error::Token(error)).kind();
+        assert_eq!(
+            token(loginid::TokenError::BadSignature),
+            ErrorKind::BackendRejected
+        );
+        assert_eq!(
+            token(loginid::TokenError::JwksUnavailable),
             ErrorKind::BackendUnavailable
         );
     }

@@ -88,7 +88,7 @@ async fn ctap2(
         match io.drive(op, authenticator.id()).await {
             Ok(response) => {
                 return AttestationObject::from_response(response)
-                    .map_err(|e| CeremonyError::BadResponse(BadResponse::AuthData(e.to_string())));
+                    .map_err(|e| CeremonyError::BadResponse(BadResponse::from_attestation(&e)));
             }
             // The key wants user verification the table did not foresee (CTAP 2.2 §6.1.2
             // step 6): get a token and try once more.
@@ -267,5 +267,5 @@ async fn u2f(
         .map_err(|e| CeremonyError::BadResponse(BadResponse::U2f(e.to_string())))?;
     registration
         .to_attestation_object(&application)
-        .map_err(|e| CeremonyError::BadResponse(BadResponse::AuthData(e.to_string())))
+        .map_err(|e| CeremonyError::BadResponse(BadResponse::from_auth_data(&e)))
 }

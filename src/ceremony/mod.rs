@@ -154,7 +154,9 @@ impl CeremonyConfig {
 struct Shared {
     registry: RegistryHandle,
     loginid: LoginIdClient,
-    verifier: Option<TokenVerifier>,
+    /// Checks the LoginID token of every ceremony when [`CeremonyConfig::verify_token`] is
+    /// set, and tokens handed to [`Ceremonies::verify_token`] always.
+    verifier: TokenVerifier,
     config: CeremonyConfig,
     origin: Origin,
     next_id: AtomicU64,
@@ -182,9 +184,7 @@ impl Ceremonies {
         config: CeremonyConfig,
     ) -> Result<Self, ConfigError> {
         let origin = config.validate()?;
-        let verifier = config
-            .verify_token
-            .then(|| TokenVerifier::new(loginid.clone()));
+        let verifier = TokenVerifier::new(loginid.clone());
         Ok(Self {
             shared: Arc::new(Shared {
                 registry,
@@ -200,6 +200,17 @@ impl Ceremonies {
     /// The checked origin.
     pub fn origin(&self) -> &Origin {
         &self.shared.origin
+    }
+
+    /// Verifies a LoginID token against the application's JWKS (signature, issuer, audience,
+    /// expiry) and that it was issued for `username`; the cached key set is shared with the
+    /// ceremonies.
+    pub async fn verify_token(
+        &self,
+        token: &Token,
+        username: &str,
+    ) -> Result<LoginIdClaims, loginid::Error> {
+        self.shared.verifier.verify(token, username).await
     }
 
     /// Validates `request` (nothing is sent anywhere when it is refused) and starts the
@@ -485,13 +496,15 @@ async fn run(
         .guard_cancel(client.reg_complete(&complete, complete_deadline))
         .await?
         .map_err(|error| backend_error(error, complete_deadline, CeremonyError::from_backend))?;
-    let claims = match &shared.verifier {
-        Some(verifier) => Some(
-            io.guard_cancel(verifier.verify(&done.jwt_access, &request.username))
+    let claims = if config.verify_token {
+        let verify = shared.verifier.verify(&done.jwt_access, &request.username);
+        Some(
+            io.guard_cancel(verify)
                 .await?
                 .map_err(CeremonyError::from_backend)?,
-        ),
-        None => None,
+        )
+    } else {
+        None
     };
     Ok(Registration {
         token: done.jwt_access,

@@ -362,7 +362,7 @@ pub(super) fn exclude_batches(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::loginid::Base64Bytes;
     use crate::loginid::dto::{
@@ -409,7 +409,7 @@ mod tests {
         get_info::Response::from_cbor(&ctap::cbor::to_canonical_vec(&map).unwrap()).unwrap()
     }
 
-    fn options() -> CreationOptions {
+    pub(in crate::ceremony) fn options() -> CreationOptions {
         CreationOptions {
             rp: RpDto {
                 id: Some("example.com".into()),

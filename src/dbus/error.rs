@@ -18,7 +18,6 @@ pub(crate) struct Error {
     message: String,
 }
 
-#[allow(dead_code)] // The service grows into them.
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {

@@ -19,7 +19,11 @@
 
 mod access;
 mod args;
+mod authenticator;
+mod ceremony;
+pub mod client;
 mod error;
+mod hub;
 mod manager;
 mod service;
 
@@ -43,6 +47,19 @@ pub const CEREMONY_PATH_PREFIX: &str = "/org/passkeyd/ceremony/";
 
 /// The polkit action checked for `CreatePasskey` when [`AccessPolicy::polkit`] is set.
 pub const POLKIT_CREATE_PASSKEY: &str = "org.passkeyd.create-passkey";
+
+/// The object path of the key `id`.
+fn authenticator_path(id: &crate::transport::DeviceId) -> zbus::zvariant::OwnedObjectPath {
+    // INVARIANT: a DeviceId holds only [A-Za-z0-9_] and is not empty (transport prefix), so
+    // the path is valid.
+    zbus::zvariant::ObjectPath::from_string_unchecked(format!("{AUTHENTICATOR_PATH_PREFIX}{id}"))
+        .into()
+}
+
+/// The object path of ceremony `id`.
+fn ceremony_path(id: u64) -> zbus::zvariant::OwnedObjectPath {
+    zbus::zvariant::ObjectPath::from_string_unchecked(format!("{CEREMONY_PATH_PREFIX}{id}")).into()
+}
 
 /// A connection to a message bus.
 #[derive(Clone, Debug)]

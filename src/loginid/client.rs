@@ -336,8 +336,13 @@ fn complete_retry_wait(error: &Error, policy: &RetryPolicy, retry: u32) -> Optio
 
 /// Sleeps `wait` unless the next attempt could not start before `deadline`; then gives up
 /// with `error`.
+/// `wait` comes from the server (`Retry-After`) and may be absurd: a sum past `Instant`'s
+/// range counts as past the deadline instead of panicking.
 async fn wait_or_give_up(error: Error, wait: Duration, deadline: Instant) -> Result<(), Error> {
-    if Instant::now() + wait >= deadline {
+    if Instant::now()
+        .checked_add(wait)
+        .is_none_or(|resume| resume >= deadline)
+    {
         return Err(Error::DeadlineExceeded {
             last: Box::new(error),
         });
@@ -574,6 +579,18 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[tokio::test]
+    async fn a_wait_beyond_the_clock_gives_up_instead_of_panicking() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let result = wait_or_give_up(Error::Timeout, Duration::MAX, deadline).await;
+        assert!(
+            matches!(result, Err(Error::DeadlineExceeded { ref last }) if matches!(**last, Error::Timeout)),
+            "{result:?}"
+        );
+        let result = wait_or_give_up(Error::Timeout, Duration::ZERO, deadline).await;
+        assert!(result.is_ok());
     }
 
     fn api(status: u16, retry_after: Option<Duration>) -> Error {

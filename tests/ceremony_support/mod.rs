@@ -84,6 +84,16 @@ impl Rig {
         configure: impl FnOnce(&mut EmulatorConfig),
         configure_ceremony: impl FnOnce(&mut CeremonyConfig),
     ) -> Self {
+        Self::start_on(DeviceRig::start().await, configure, configure_ceremony).await
+    }
+
+    /// Like [`Rig::start_with`], on a registry the caller assembled (e.g. fed by a real
+    /// transport).
+    pub async fn start_on(
+        devices: DeviceRig,
+        configure: impl FnOnce(&mut EmulatorConfig),
+        configure_ceremony: impl FnOnce(&mut CeremonyConfig),
+    ) -> Self {
         let dir = TempDir::new();
         let log = dir.0.join("requests.jsonl");
         let mut config = emulator_config();
@@ -104,7 +114,6 @@ impl Rig {
         ceremony_config.default_timeout = GENEROUS;
         ceremony_config.max_timeout = GENEROUS * 2;
         configure_ceremony(&mut ceremony_config);
-        let devices = DeviceRig::start().await;
         let ceremonies =
             Ceremonies::new(devices.registry.clone(), client.clone(), ceremony_config).unwrap();
         Self {

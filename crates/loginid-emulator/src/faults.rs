@@ -79,6 +79,22 @@ pub enum BodyFault {
     WrongContentType,
     /// The connection is closed without any response. The request is not processed.
     DropConnection,
+    /// The connection is reset (TCP RST, `SO_LINGER` 0) without any response. The request is
+    /// not processed.
+    ResetConnection,
+    /// `200 OK` as `application/json` with a body that is not JSON. The request is not
+    /// processed.
+    InvalidJson,
+    /// The real response, its headers (with the full `Content-Length`) at once and its body
+    /// trickled `bytes` bytes every `every_ms` milliseconds: a server that never stalls long
+    /// enough for a read timeout yet takes as long as it likes. The request is processed.
+    #[serde(rename_all = "camelCase")]
+    SlowDrip {
+        /// Bytes per piece (0 counts as 1).
+        bytes: usize,
+        /// Pause before each piece.
+        every_ms: u64,
+    },
 }
 
 /// One fault. Status, delay and body faults combine; the delay comes first.
@@ -124,6 +140,11 @@ impl Fault {
             Some(BodyFault::Oversized { bytes, .. }) => parts.push(format!("oversized {bytes}")),
             Some(BodyFault::WrongContentType) => parts.push("wrong content type".to_owned()),
             Some(BodyFault::DropConnection) => parts.push("drop connection".to_owned()),
+            Some(BodyFault::ResetConnection) => parts.push("reset connection".to_owned()),
+            Some(BodyFault::InvalidJson) => parts.push("invalid JSON".to_owned()),
+            Some(BodyFault::SlowDrip { bytes, every_ms }) => {
+                parts.push(format!("slow drip {bytes}B/{every_ms}ms"));
+            }
             None => {}
         }
         parts.join(", ")
@@ -244,6 +265,28 @@ mod tests {
         );
         assert_eq!(only_spent.take(Endpoint::Jwks), None);
         assert!(only_spent.0.is_empty());
+    }
+
+    #[test]
+    fn new_body_faults_in_json_form() {
+        let plan: FaultPlan = serde_json::from_str(
+            r#"{"reg/init":[{"body":{"kind":"resetConnection"},"times":1},
+                            {"body":{"kind":"invalidJson"},"times":1},
+                            {"body":{"kind":"slowDrip","bytes":2,"everyMs":50}}]}"#,
+        )
+        .unwrap();
+        let queue = &plan.0[&Endpoint::RegInit];
+        assert_eq!(queue[0].body, Some(BodyFault::ResetConnection));
+        assert_eq!(queue[1].body, Some(BodyFault::InvalidJson));
+        assert_eq!(
+            queue[2].body,
+            Some(BodyFault::SlowDrip {
+                bytes: 2,
+                every_ms: 50
+            })
+        );
+        assert_eq!(queue[2].label(), "slow drip 2B/50ms");
+        assert_eq!(queue[0].label(), "reset connection");
     }
 
     #[test]

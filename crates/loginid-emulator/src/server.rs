@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -413,9 +413,13 @@ pub(crate) async fn start(
     })
 }
 
-/// Lets a handler close its connection without answering.
+/// Lets a handler close its connection without answering: `kill` ends the connection task,
+/// which resets the connection instead of closing it when `reset` is set.
 #[derive(Clone)]
-struct ConnectionKiller(Arc<Notify>);
+struct ConnectionKiller {
+    kill: Arc<Notify>,
+    reset: Arc<AtomicBool>,
+}
 
 async fn accept_loop(
     listener: TcpListener,
@@ -462,14 +466,18 @@ struct ConnectionLimits {
 }
 
 async fn connection(
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     router: Router,
     header_read_timeout: Duration,
     _slot: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let kill = Arc::new(Notify::new());
-    let killer = ConnectionKiller(Arc::clone(&kill));
+    let reset = Arc::new(AtomicBool::new(false));
+    let killer = ConnectionKiller {
+        kill: Arc::clone(&kill),
+        reset: Arc::clone(&reset),
+    };
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(killer.clone());
@@ -480,11 +488,15 @@ async fn connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(&mut stream), service);
     tokio::select! {
         _ = conn => {}
         () = kill.notified() => {}
         _ = shutdown.changed() => {}
+    }
+    if reset.load(Ordering::SeqCst) {
+        // With a zero linger time, closing sends RST instead of FIN (and does not block).
+        let _ = stream.set_zero_linger();
     }
 }
 
@@ -673,9 +685,12 @@ async fn apply_fault(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     match &fault.body {
-        Some(BodyFault::DropConnection) => {
-            if let Some(ConnectionKiller(kill)) = request.extensions().get::<ConnectionKiller>() {
-                kill.notify_one();
+        Some(body @ (BodyFault::DropConnection | BodyFault::ResetConnection)) => {
+            if let Some(killer) = request.extensions().get::<ConnectionKiller>() {
+                killer
+                    .reset
+                    .store(*body == BodyFault::ResetConnection, Ordering::SeqCst);
+                killer.kill.notify_one();
             }
             // The connection task drops this request with the connection.
             std::future::pending::<()>().await;
@@ -685,6 +700,14 @@ async fn apply_fault(
             bytes,
             declare_length,
         }) => return oversized(Arc::clone(state), *bytes, *declare_length),
+        Some(BodyFault::InvalidJson) => {
+            let mut response = Response::new(Body::from(&b"{\"token\": eyJ,,"[..]));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return response;
+        }
         _ => {}
     }
     if let Some(location) = fault
@@ -721,8 +744,38 @@ async fn apply_fault(
             Response::from_parts(parts, body)
         }
         Some(BodyFault::Truncated) => truncated(response).await,
+        Some(BodyFault::SlowDrip { bytes, every_ms }) => {
+            slow_drip(response, *bytes, Duration::from_millis(*every_ms)).await
+        }
         _ => response,
     }
+}
+
+/// Sends `response` with its body in pieces of `piece` bytes, each after a pause of `every`.
+async fn slow_drip(response: Response, piece: usize, every: Duration) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BUFFERED_RESPONSE).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not buffer response",
+        );
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let piece = piece.max(1);
+    let stream = futures_util::stream::unfold(0_usize, move |done| {
+        let bytes = bytes.clone();
+        async move {
+            if done >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            let end = done.saturating_add(piece).min(bytes.len());
+            Some((Ok::<_, std::io::Error>(bytes.slice(done..end)), end))
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Sends half of `response`'s body under a `Content-Length` for all of it, then fails the

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::hostile::{Hostile, MAKE_CREDENTIAL, RequestFate};
 use crate::presence::{JobId, next_job_id};
 
 /// Length of a HID report, CTAP 2.2 §11.2.4.
@@ -131,6 +132,8 @@ pub(crate) struct PipeConfig {
     /// Test-rig knob: answer every CTAPHID_CBOR request at once with this CTAP status byte
     /// alone, without asking the firmware.
     pub(crate) force_status: Option<u8>,
+    /// Test-rig knob: misbehave on makeCredential ([`Hostile`]).
+    pub(crate) hostile: Option<Hostile>,
 }
 
 #[derive(Debug)]
@@ -152,6 +155,8 @@ enum State {
         job: JobId,
         next_keepalive: Instant,
         last_status: Option<u8>,
+        /// The answer goes out changed by this hostile mode.
+        hostile: Option<Hostile>,
     },
 }
 
@@ -419,18 +424,27 @@ impl Pipe {
             out.push(error_report(cid, err::INVALID_LEN));
             return;
         }
-        let job = next_job_id();
-        out.push(Action::Submit {
-            job,
-            command: firmware_command,
-            payload,
+        let hostile = self.config.hostile.filter(|_| {
+            firmware_command == HidCommand::Cbor && payload.first() == Some(&MAKE_CREDENTIAL)
         });
+        let job = next_job_id();
+        match hostile.map_or(RequestFate::Submit, Hostile::on_request) {
+            RequestFate::Submit => out.push(Action::Submit {
+                job,
+                command: firmware_command,
+                payload,
+            }),
+            // Busy with a job the firmware never sees: only keepalives until CANCEL or INIT.
+            RequestFate::KeepBusy => {}
+            RequestFate::Ignore => return,
+        }
         self.state = State::Busy {
             cid,
             command: firmware_command,
             job,
             next_keepalive: later(now, self.config.keepalive_interval),
             last_status: None,
+            hostile,
         };
     }
 
@@ -440,6 +454,7 @@ impl Pipe {
             cid,
             command,
             job: busy,
+            hostile,
             ..
         } = self.state
         else {
@@ -449,10 +464,24 @@ impl Pipe {
             return;
         }
         self.state = State::Idle;
+        let reply = match (hostile, reply) {
+            (Some(mode), HidReply::Data(data)) => HidReply::Data(mode.tamper_data(data)),
+            (_, reply) => reply,
+        };
         match reply {
-            HidReply::Data(data) if data.len() <= MAX_FRAMED_LEN => {
-                push_message(cid, command.code(), &data, out);
-            }
+            HidReply::Data(data) if data.len() <= MAX_FRAMED_LEN => match hostile {
+                Some(mode) => {
+                    let mut framed = Vec::new();
+                    push_message(cid, command.code(), &data, &mut framed);
+                    for action in framed {
+                        if let Action::Message(mut reports) = action {
+                            mode.tamper_reports(&mut reports);
+                            out.push(Action::Message(reports));
+                        }
+                    }
+                }
+                None => push_message(cid, command.code(), &data, out),
+            },
             HidReply::Data(_) => out.push(error_report(cid, err::OTHER)),
             HidReply::Error(code) => out.push(error_report(cid, code)),
         }
@@ -588,6 +617,7 @@ mod tests {
         continuation_timeout: Duration::from_millis(500),
         max_msg_size: 3072,
         force_status: None,
+        hostile: None,
     };
 
     fn init_packet(cid: u32, command: u8, total: u16, data: &[u8]) -> [u8; 64] {
@@ -1082,5 +1112,85 @@ mod tests {
         assert!(out.is_empty());
         pipe.on_report(&init_packet(cid, cmd::PING, 1, &[1]), now, &mut out);
         assert_error(&out, cid, err::INVALID_CHANNEL);
+    }
+
+    #[test]
+    fn a_silent_key_drops_make_credential_and_answers_the_rest() {
+        let mut pipe = Pipe::new(PipeConfig {
+            hostile: Some(Hostile::Silence),
+            ..CONFIG
+        });
+        let now = Instant::now();
+        let cid = open(&mut pipe, now);
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(cid, cmd::CBOR, 1, &[0x01]), now, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(pipe.next_deadline(), None);
+        // CANCEL gets nothing either; getInfo still reaches the firmware.
+        pipe.on_report(&init_packet(cid, cmd::CANCEL, 0, &[]), now, &mut out);
+        assert!(out.is_empty());
+        submit(&mut pipe, cid, cmd::CBOR, now);
+    }
+
+    #[test]
+    fn an_endless_keepalive_runs_until_cancel() {
+        let mut pipe = Pipe::new(PipeConfig {
+            hostile: Some(Hostile::EndlessKeepalive),
+            ..CONFIG
+        });
+        let now = Instant::now();
+        let cid = open(&mut pipe, now);
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(cid, cmd::CBOR, 1, &[0x01]), now, &mut out);
+        assert!(out.is_empty(), "the firmware is not asked: {out:?}");
+        for step in 1..=50u64 {
+            pipe.on_timer(now + Duration::from_millis(100 * step), false, &mut out);
+        }
+        assert_eq!(
+            reports(&out),
+            vec![init_packet(cid, cmd::KEEPALIVE, 1, &[STATUS_PROCESSING]); 50]
+        );
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(cid, cmd::CANCEL, 0, &[]), now, &mut out);
+        assert_eq!(
+            reports(&out),
+            vec![init_packet(
+                cid,
+                cmd::CBOR,
+                1,
+                &[CTAP2_ERR_KEEPALIVE_CANCEL]
+            )]
+        );
+        assert_eq!(pipe.busy_job(), None);
+    }
+
+    #[test]
+    fn a_hostile_answer_is_tampered_only_for_make_credential() {
+        let mut pipe = Pipe::new(PipeConfig {
+            hostile: Some(Hostile::OtherChannel),
+            ..CONFIG
+        });
+        let now = Instant::now();
+        let cid = open(&mut pipe, now);
+        // getInfo (0x04) is answered on the right channel.
+        let job = submit(&mut pipe, cid, cmd::CBOR, now);
+        let mut out = Vec::new();
+        pipe.on_reply(job, HidReply::Data(vec![0x00, 0xa0]), &mut out);
+        assert_eq!(
+            reports(&out),
+            vec![init_packet(cid, cmd::CBOR, 2, &[0x00, 0xa0])]
+        );
+        let mut out = Vec::new();
+        pipe.on_report(&init_packet(cid, cmd::CBOR, 1, &[0x01]), now, &mut out);
+        let [Action::Submit { job, .. }] = out.as_slice() else {
+            panic!("unexpected {out:?}");
+        };
+        let job = *job;
+        let mut out = Vec::new();
+        pipe.on_reply(job, HidReply::Data(vec![0x00, 0xa0]), &mut out);
+        assert_eq!(
+            reports(&out),
+            vec![init_packet(!cid, cmd::CBOR, 2, &[0x00, 0xa0])]
+        );
     }
 }

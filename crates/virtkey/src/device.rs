@@ -168,6 +168,7 @@ impl VirtKey {
             continuation_timeout: config.continuation_timeout,
             max_msg_size: MAX_MSG_SIZE,
             force_status: config.force_status,
+            hostile: config.hostile,
         });
         let pipe_thread = {
             let jobs = jobs_tx.clone();
@@ -635,6 +636,7 @@ mod tests {
                 continuation_timeout: Duration::from_secs(60),
                 max_msg_size: MAX_MSG_SIZE,
                 force_status: None,
+                hostile: None,
             });
             let thread = {
                 let outbox = Arc::clone(&outbox);

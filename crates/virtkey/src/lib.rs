@@ -49,6 +49,7 @@ mod attestation;
 mod ctaphid;
 mod device;
 mod firmware;
+mod hostile;
 mod pin;
 mod presence;
 pub mod socket;
@@ -58,6 +59,7 @@ use std::time::Duration;
 
 pub use attestation::{AAGUID, AttestationError};
 pub use device::VirtKey;
+pub use hostile::Hostile;
 pub use pin::{PinRule, PinSetupError};
 
 /// Length of a CTAPHID report (CTAP 2.2 §11.2.4).
@@ -143,6 +145,9 @@ pub struct Config {
     /// final NFCCTAP_MSG block gets the byte followed by SW 9000. INIT, PING, WINK and U2F
     /// are unaffected. `None`: the firmware answers.
     pub force_status: Option<u8>,
+    /// Test-rig knob: a hostile key, which breaks CTAPHID framing or tampers with its answer
+    /// to authenticatorMakeCredential over HID ([`Hostile`]). `None`: a well-behaved key.
+    pub hostile: Option<Hostile>,
 }
 
 impl Default for Config {
@@ -155,6 +160,7 @@ impl Default for Config {
             report_pacing: None,
             continuation_timeout: Duration::from_millis(500),
             force_status: None,
+            hostile: None,
         }
     }
 }
@@ -177,6 +183,7 @@ impl std::fmt::Debug for Config {
             report_pacing,
             continuation_timeout,
             force_status,
+            hostile,
         } = self;
         f.debug_struct("Config")
             .field("touch", touch)
@@ -186,6 +193,7 @@ impl std::fmt::Debug for Config {
             .field("report_pacing", report_pacing)
             .field("continuation_timeout", continuation_timeout)
             .field("force_status", force_status)
+            .field("hostile", hostile)
             .finish()
     }
 }
@@ -248,6 +256,7 @@ mod tests {
         assert_eq!(config.report_pacing, None);
         assert!(!config.u2f_only);
         assert_eq!(config.force_status, None);
+        assert_eq!(config.hostile, None);
         assert_eq!(FIDO2_UP_TIMEOUT, Duration::from_secs(30));
         assert_eq!(U2F_UP_TIMEOUT, Duration::from_millis(250));
     }

@@ -5,7 +5,8 @@
 //! ```text
 //! virtkey --dir DIR --name NAME [--pin PIN] [--touch auto|auto:MS|deny|never] [--u2f-only]
 //!         [--vpcd HOST:PORT] [--report-pacing-us N]
-//!         [--keepalive-ms N] [--unplug-after N] [--corrupt-frame N] [--force-status HEX]
+//!         [--keepalive-ms N] [--unplug-after N [--replug-ms N]] [--corrupt-frame N]
+//!         [--force-status HEX] [--hostile MODE]
 //! ```
 //!
 //! Creates `DIR/NAME.sock` (and DIR if missing), removes it on exit, logs to stderr
@@ -33,7 +34,7 @@ use signal_hook::{
 };
 use tracing_subscriber::EnvFilter;
 use virtkey::{
-    Config, TouchPolicy, VirtKey,
+    Config, Hostile, TouchPolicy, VirtKey,
     socket::{self, ServeOptions, ServerEvent, SocketError},
     vpcd::{self, VpcdError},
 };
@@ -80,12 +81,27 @@ struct Args {
     /// Rig: after N reports sent to the host, remove the socket and close the connection.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     unplug_after: Option<u64>,
+    /// Rig: with --unplug-after, plug the key in again N milliseconds after each unplug, and
+    /// unplug it again after as many reports: a key that flaps until the process ends.
+    #[arg(long, value_name = "N", requires = "unplug_after")]
+    replug_ms: Option<u64>,
     /// Rig: invert bytes 4..64 (all but the CID) of the N-th report sent to the host.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     corrupt_frame: Option<u64>,
     /// Rig: answer every CTAP2 request with this CTAP status byte (hex, e.g. 2F or 0x2f).
     #[arg(long, value_name = "HEX", value_parser = parse_status)]
     force_status: Option<u8>,
+    /// Rig: a hostile key, misbehaving when answering makeCredential over HID (see
+    /// docs/virtkey.md for the modes).
+    #[arg(long, value_name = "MODE", value_parser = parse_hostile)]
+    hostile: Option<Hostile>,
+}
+
+fn parse_hostile(text: &str) -> Result<Hostile, String> {
+    Hostile::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = Hostile::ALL.iter().map(|mode| mode.name()).collect();
+        format!("expected one of {}, got {text:?}", names.join(", "))
+    })
 }
 
 fn parse_name(text: &str) -> Result<String, String> {
@@ -212,6 +228,7 @@ fn run(args: Args) -> Result<(), Failure> {
             .filter(|&us| us > 0)
             .map(Duration::from_micros),
         force_status: args.force_status,
+        hostile: args.hostile,
         ..Config::default()
     };
     if let Some(ms) = args.keepalive_ms {
@@ -225,6 +242,8 @@ fn run(args: Args) -> Result<(), Failure> {
         pacing = ?config.report_pacing,
         keepalive = ?config.keepalive_interval,
         force_status = ?config.force_status,
+        hostile = ?config.hostile.map(Hostile::name),
+        replug_ms = ?args.replug_ms,
         unplug_after = ?args.unplug_after,
         corrupt_frame = ?args.corrupt_frame,
         "starting the firmware"
@@ -266,6 +285,7 @@ fn run(args: Args) -> Result<(), Failure> {
         ServeOptions {
             unplug_after: args.unplug_after,
             corrupt_frame: args.corrupt_frame,
+            replug_after: args.replug_ms.map(Duration::from_millis),
             events: Some(events_tx),
         },
     )
@@ -401,6 +421,10 @@ mod tests {
             "3",
             "--force-status",
             "2F",
+            "--hostile",
+            "wrong-rp-id-hash",
+            "--replug-ms",
+            "200",
         ])
         .unwrap();
         assert_eq!(args.name, "k1");
@@ -413,6 +437,18 @@ mod tests {
         assert_eq!(args.unplug_after, Some(10));
         assert_eq!(args.corrupt_frame, Some(3));
         assert_eq!(args.force_status, Some(0x2f));
+        assert_eq!(args.hostile, Some(Hostile::WrongRpIdHash));
+        assert_eq!(args.replug_ms, Some(200));
+        let bad =
+            Args::try_parse_from(["virtkey", "--dir", "/t", "--name", "k", "--hostile", "nice"])
+                .err()
+                .expect("an unknown mode is an error");
+        assert_eq!(bad.exit_code(), 2);
+        let alone =
+            Args::try_parse_from(["virtkey", "--dir", "/t", "--name", "k", "--replug-ms", "5"])
+                .err()
+                .expect("--replug-ms needs --unplug-after");
+        assert_eq!(alone.exit_code(), 2);
         assert!(args.u2f_only);
         let missing = Args::try_parse_from(["virtkey", "--dir", "/tmp"])
             .err()

@@ -28,7 +28,9 @@
 //! `corrupt_frame = Some(n)`: the n-th report has bytes 4..64 inverted (the CID stays, so the
 //! host's channel filter lets it through and its reassembly has to cope). `unplug_after =
 //! Some(n)`: once the n-th report is sent, the socket file is removed and the connection
-//! closed, like pulling the key; the server then stays down.
+//! closed, like pulling the key; the server then stays down, unless `replug_after = Some(d)`:
+//! then the socket comes back `d` later (a new file, as a key plugged in again) and the key
+//! unplugs again once `n` more reports have been sent, over and over: a flapping key.
 
 use std::{
     fs, io,
@@ -38,11 +40,12 @@ use std::{
     },
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, Receiver, Sender},
     },
     thread::{self, JoinHandle},
+    time::Duration,
 };
 
 use rustix::{
@@ -69,6 +72,10 @@ pub struct ServeOptions {
     /// Invert bytes 4..64 of the report with this number (counted from 1 over the server's
     /// life) before sending it.
     pub corrupt_frame: Option<u64>,
+    /// With `unplug_after`: plug the key in again this long after each unplug (the socket
+    /// reappears), and unplug it again `unplug_after` reports later, until the server is
+    /// dropped.
+    pub replug_after: Option<Duration>,
     /// Where to report what happens ([`ServerEvent`]); sending errors are ignored.
     pub events: Option<Sender<ServerEvent>>,
 }
@@ -88,6 +95,8 @@ pub enum ServerEvent {
         /// Reports sent to the host.
         reports: u64,
     },
+    /// The `replug_after` knob fired: the socket is back.
+    Replugged,
     /// The server stopped on an error; the socket stays until the server is dropped.
     Failed(SocketError),
 }
@@ -153,13 +162,15 @@ pub fn serve(
     let inner = Arc::new(Inner {
         key,
         path: path.to_path_buf(),
-        identity,
+        identity: Mutex::new(identity),
         wake: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(io_error("eventfd"))?,
         stop: AtomicBool::new(false),
         unplug: AtomicBool::new(false),
         sent: AtomicU64::new(0),
+        next_unplug: AtomicU64::new(options.unplug_after.unwrap_or(0)),
         unplug_after: options.unplug_after,
+        replug_after: options.replug_after,
         corrupt_frame: options.corrupt_frame,
         events: options.events,
     });
@@ -181,7 +192,7 @@ pub fn serve(
         let inner = Arc::clone(&inner);
         thread::Builder::new()
             .name("virtkey-socket".into())
-            .spawn(move || run_listener(&inner, &listener, sessions_tx))
+            .spawn(move || run_listener(&inner, listener, &sessions_tx))
     };
     let listener_thread = match listener_thread {
         Ok(thread) => thread,
@@ -232,8 +243,8 @@ impl Drop for SocketServer {
 struct Inner {
     key: Arc<VirtKey>,
     path: PathBuf,
-    /// Device and inode of the socket file this server created.
-    identity: (u64, u64),
+    /// Device and inode of the socket file this server created last.
+    identity: Mutex<(u64, u64)>,
     /// eventfd that wakes the listener thread.
     wake: OwnedFd,
     /// Stop serving (drop, or a fatal error).
@@ -242,7 +253,10 @@ struct Inner {
     unplug: AtomicBool,
     /// Reports sent to the host.
     sent: AtomicU64,
+    /// Unplug once this report has been sent (0: never).
+    next_unplug: AtomicU64,
     unplug_after: Option<u64>,
+    replug_after: Option<Duration>,
     corrupt_frame: Option<u64>,
     events: Option<Sender<ServerEvent>>,
 }
@@ -259,6 +273,39 @@ impl Inner {
         }
     }
 
+    /// Sleeps `pause` in `poll(2)` on the wake eventfd; `false` when the server is stopping.
+    /// A pause beyond `Instant`'s range lasts until the server stops.
+    fn pause(&self, pause: Duration) -> bool {
+        let until = std::time::Instant::now().checked_add(pause);
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            let timeout = match until {
+                Some(until) => {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return true;
+                    }
+                    Some(rustix::event::Timespec {
+                        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    })
+                }
+                None => None,
+            };
+            let mut fds = [PollFd::new(&self.wake, PollFlags::IN)];
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(_) => return false,
+            }
+            if fds.iter().any(|fd| !fd.revents().is_empty()) {
+                let mut counter = [0u8; 8];
+                let _ = rustix::io::read(&self.wake, &mut counter);
+            }
+        }
+    }
+
     fn fail(&self, error: SocketError) {
         tracing::error!(%error, "socket server stopped");
         self.notify(ServerEvent::Failed(error));
@@ -269,8 +316,12 @@ impl Inner {
     /// Removes the socket file if it is still the one this server created (a newer server
     /// may have replaced it).
     fn remove_socket(&self) {
-        let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity);
+        let identity = *self
+            .identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ours =
+            fs::symlink_metadata(&self.path).is_ok_and(|meta| (meta.dev(), meta.ino()) == identity);
         if ours && let Err(error) = fs::remove_file(&self.path) {
             tracing::warn!(path = %self.path.display(), %error, "could not remove the socket");
         }
@@ -355,8 +406,44 @@ fn check_existing(path: &Path, address: &SocketAddrUnix) -> Result<(), SocketErr
     }
 }
 
-/// The listener thread.
-fn run_listener(inner: &Inner, listener: &OwnedFd, sessions: Sender<Session>) {
+/// The listener thread: serves until stopped, or until unplugged; with `replug_after`, each
+/// unplug is followed by a pause and a new socket.
+fn run_listener(inner: &Inner, mut listener: OwnedFd, sessions: &Sender<Session>) {
+    loop {
+        serve_until_unplugged(inner, &listener, sessions);
+        let Some(pause) = inner
+            .replug_after
+            .filter(|_| inner.unplug.load(Ordering::SeqCst))
+        else {
+            return;
+        };
+        if !inner.pause(pause) {
+            return;
+        }
+        match bind_atomically(&inner.path) {
+            Ok((new_listener, identity)) => {
+                listener = new_listener;
+                *inner
+                    .identity
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = identity;
+            }
+            Err(error) => {
+                inner.fail(error);
+                return;
+            }
+        }
+        let sent = inner.sent.load(Ordering::SeqCst);
+        let next = sent.saturating_add(inner.unplug_after.unwrap_or(0));
+        inner.next_unplug.store(next, Ordering::SeqCst);
+        inner.unplug.store(false, Ordering::SeqCst);
+        tracing::info!("plugged in again");
+        inner.notify(ServerEvent::Replugged);
+    }
+}
+
+/// Serves one plug-in of the key: accepts clients on `listener` until stopped or unplugged.
+fn serve_until_unplugged(inner: &Inner, listener: &OwnedFd, sessions: &Sender<Session>) {
     let mut client: Option<Arc<OwnedFd>> = None;
     let mut buffer = [0u8; REPORT_LEN + 1];
     while !inner.stop.load(Ordering::SeqCst) && !inner.unplug.load(Ordering::SeqCst) {
@@ -508,10 +595,11 @@ fn run_sender(inner: &Inner, sessions: &Receiver<Session>) {
                 break;
             }
             inner.sent.store(number, Ordering::SeqCst);
-            if inner.unplug_after == Some(number) {
+            if inner.next_unplug.load(Ordering::SeqCst) == number {
                 inner.unplug.store(true, Ordering::SeqCst);
                 inner.wake();
-                return;
+                // The listener ends the session; a replug starts a new one.
+                break;
             }
         }
     }
@@ -535,6 +623,55 @@ mod tests {
         corrupt(&mut report);
         assert_eq!(&report[..7], &[0x01, 0x02, 0x03, 0x04, 0x6f, 0xff, 0xfe]);
         assert!(report[7..].iter().all(|&b| b == 0xff));
+    }
+
+    #[test]
+    fn a_replug_pause_beyond_the_clock_ends_when_the_server_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("virtkey-replug-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.sock");
+        let key = Arc::new(VirtKey::start(crate::Config::default()).unwrap());
+        let (events_tx, events) = mpsc::channel();
+        let server = serve(
+            key,
+            &path,
+            ServeOptions {
+                unplug_after: Some(1),
+                replug_after: Some(Duration::MAX),
+                events: Some(events_tx),
+                ..ServeOptions::default()
+            },
+        )
+        .unwrap();
+        let client = socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(&client, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        let mut init = [0u8; REPORT_LEN];
+        init[..8].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x86, 0x00, 0x08, 0x01]);
+        send(&client, &init, SendFlags::NOSIGNAL).unwrap();
+        let wait = Duration::from_secs(30);
+        loop {
+            match events.recv_timeout(wait).unwrap() {
+                ServerEvent::Unplugged { reports: 1 } => break,
+                ServerEvent::Connected | ServerEvent::Disconnected => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(!path.exists());
+        // The listener now waits "forever" for the replug (without panicking on the absurd
+        // duration); stopping the server, as its drop does, wakes it.
+        let mut server = server;
+        let listener = server.listener_thread.take().unwrap();
+        server.inner.stop.store(true, Ordering::SeqCst);
+        server.inner.wake();
+        assert!(listener.join().is_ok(), "the listener thread panicked");
+        drop(server);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -334,6 +334,50 @@ fn unplug_after_removes_the_socket_and_closes_the_connection() {
 }
 
 #[test]
+fn replug_ms_brings_the_key_back_after_each_unplug() {
+    let mut process = Process::spawn(&[
+        "--unplug-after",
+        "1",
+        "--replug-ms",
+        "50",
+        "--keepalive-ms",
+        "20000",
+    ])
+    .ready();
+    for round in 0..3 {
+        // A fresh CTAPHID state each time, as after a re-plug: INIT answers, then the key is
+        // pulled again.
+        let client = Client::connect(&process.socket);
+        let cid = client.init();
+        assert_ne!(cid, 0, "round {round}");
+        assert_eq!(client.read(WAIT), Received::Eof, "round {round}");
+        process = process.ready();
+    }
+    process.wait_log("plugged in again");
+    process.signal(Signal::TERM);
+    assert_eq!(process.wait().code(), Some(0));
+    assert!(!process.socket.exists());
+}
+
+#[test]
+fn hostile_mode_tampers_with_make_credential_only() {
+    let process = Process::spawn(&["--hostile", "up-not-set"]).ready();
+    let client = Client::connect(&process.socket);
+    let cid = client.init();
+    let (status, _, _) = client.cbor(cid, &[0x04]);
+    assert_eq!(status, 0x00);
+    let (status, body, _) = client.cbor(cid, &common::make_credential_message());
+    assert_eq!(status, 0x00);
+    let response = decode(&body);
+    let Some(Value::Bytes(auth_data)) = get(&response, &int(2)) else {
+        panic!("no authData");
+    };
+    // AT set, UP cleared.
+    assert_eq!(auth_data[32] & 0x41, 0x40);
+    assert!(process.log().contains("up-not-set"), "{}", process.log());
+}
+
+#[test]
 fn corrupt_frame_inverts_everything_but_the_cid() {
     let process = Process::spawn(&["--corrupt-frame", "1"]).ready();
     let client = Client::connect(&process.socket);
