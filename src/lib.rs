@@ -14,5 +14,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod decode;
 pub mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod loginid;
 pub mod transport;

@@ -6,13 +6,29 @@ use ctap::iso7816::{self, CommandApdu, Exchange, ExchangeEvent, Framing, Respons
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
-    let framing = if selector & 1 == 0 { Framing::Extended } else { Framing::ShortChained };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let framing = if selector & 1 == 0 {
+        Framing::Extended
+    } else {
+        Framing::ShortChained
+    };
     let limit = 4096;
     // A long request so that chaining is exercised in the short framing.
     let payload = vec![0x01; 300];
-    let raw = CommandApdu { cla: 0, ins: 0x01, p1: 0, p2: 0, data: vec![0; 64], le: Some(256) };
-    let mut exchanges = [Exchange::ctap(&payload, framing, limit), Exchange::raw(&raw, framing, limit)];
+    let raw = CommandApdu {
+        cla: 0,
+        ins: 0x01,
+        p1: 0,
+        p2: 0,
+        data: vec![0; 64],
+        le: Some(256),
+    };
+    let mut exchanges = [
+        Exchange::ctap(&payload, framing, limit),
+        Exchange::raw(&raw, framing, limit),
+    ];
     for exchange in exchanges.iter_mut().flatten() {
         let mut input = rest;
         // Each response is prefixed by its length byte.

@@ -3,13 +3,13 @@
 //! and into a `Transaction`, plus INIT-response parsing. Every outcome must be a value or a
 //! typed error, and a completed message must respect the length limit.
 
-use ctap::ctaphid::{
-    self, Cid, Command, PushOutcome, Reassembler, Transaction, TransactionEvent,
-};
+use ctap::ctaphid::{self, Cid, Command, PushOutcome, Reassembler, Transaction, TransactionEvent};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     // Report boundaries: the selector picks a report length around 64 so that short and long
     // reports are explored as well as well-formed ones.
     let report_len = 56 + usize::from(selector % 16);
@@ -26,10 +26,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(PushOutcome::Complete(message)) = reassembler.push(report) {
             assert!(message.payload.len() <= limit);
         }
-        if let Some(t) = transaction.as_mut() {
-            if let Ok(TransactionEvent::Response(payload)) = t.on_report(report) {
-                assert!(payload.len() <= ctaphid::MAX_MESSAGE_LEN);
-            }
+        if let Some(t) = transaction.as_mut()
+            && let Ok(TransactionEvent::Response(payload)) = t.on_report(report)
+        {
+            assert!(payload.len() <= ctaphid::MAX_MESSAGE_LEN);
         }
     }
     let _ = ctaphid::parse_init_response(rest, &[0; 8]);

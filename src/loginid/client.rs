@@ -33,7 +33,7 @@ mod path {
 }
 
 /// Longest server message kept in an [`ApiError`].
-const MAX_MESSAGE_CHARS: usize = 200;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 200;
 /// Bytes of a secret's beginning that, found in a server message, mark where it was cut.
 const SECRET_PREFIX_BYTES: usize = 8;
 /// Most redirects followed (all within the base URL's origin).
@@ -270,10 +270,12 @@ impl LoginIdClient {
             request = request.header(header::AUTHORIZATION, value);
         }
         if let Some(body) = body {
-            let bytes = serde_json::to_vec(body).map_err(Error::Decode)?;
+            // Request bodies carry secrets too (`reg/complete`'s session, `token/verify`'s
+            // token): the buffer is wiped when reqwest drops it, retries and all.
+            let bytes = Zeroizing::new(serde_json::to_vec(body).map_err(Error::Decode)?);
             request = request
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(bytes);
+                .body(bytes::Bytes::from_owner(bytes));
         }
         let now = Instant::now();
         if now >= deadline {
@@ -492,6 +494,23 @@ fn json_body<T: DeserializeOwned>(reply: &Reply, secret: Option<&Token>) -> Resu
         });
     }
     serde_json::from_slice(&reply.body).map_err(Error::Decode)
+}
+
+/// [`api_error`] of a reply made of these parts (for fuzzing); `None` for a status code
+/// outside 100..=999.
+pub(crate) fn api_error_of(
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+    secret: Option<&Token>,
+) -> Option<ApiError> {
+    let reply = Reply {
+        status: StatusCode::from_u16(status).ok()?,
+        content_type: content_type.map(str::to_owned),
+        retry_after: None,
+        body: Zeroizing::new(body.to_vec()),
+    };
+    Some(api_error(&reply, secret))
 }
 
 /// Builds the typed error of a non-2xx reply from its status and `{msg, msgCode}` body.

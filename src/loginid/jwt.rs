@@ -203,6 +203,29 @@ fn verify_parsed(
     Ok(claims)
 }
 
+/// Checks `token` against `key` exactly as [`TokenVerifier::verify`] does once it holds the
+/// key the token's `kid` names (no JWKS, no clock: for fuzzing). Returns the `kid` and the
+/// claims.
+pub(crate) fn verify_with_key(
+    token: &str,
+    key: &VerifyingKey,
+    issuer: &str,
+    audience: &str,
+    username: Option<&str>,
+    leeway: Duration,
+    now: SystemTime,
+) -> Result<(String, LoginIdClaims), TokenError> {
+    let parsed = parse(token)?;
+    let kid = check_header(&parsed.header)?.to_owned();
+    let expect = Expectations {
+        issuer,
+        audience,
+        username,
+        leeway,
+    };
+    Ok((kid, verify_parsed(&parsed, key, &expect, now)?))
+}
+
 #[derive(Default)]
 struct JwksCache {
     keys: HashMap<String, VerifyingKey>,

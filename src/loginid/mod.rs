@@ -25,6 +25,7 @@ mod secret;
 
 pub use b64::Base64Bytes;
 pub use client::{LoginIdClient, USER_AGENT};
+pub(crate) use client::{MAX_MESSAGE_CHARS, api_error_of};
 pub use config::{AuthorizationScheme, LoginIdConfig, RetryPolicy};
 pub use dto::CreationOptions;
 pub use error::{ApiError, ApiErrorCode, ConfigError, Error, TokenError};

@@ -59,6 +59,7 @@ use tokio::sync::mpsc;
 use tokio::task::{self, AbortHandle, JoinError, JoinHandle, JoinSet};
 
 use self::netlink::{Received, UeventSocket};
+pub(crate) use self::sysfs::{MAX_NAME_CHARS, parse_hid_uevent};
 use self::sysfs::{ProbeError, Probed};
 use self::uevent::{HidrawAction, HidrawUevent, MAX_UEVENT_LEN};
 use super::{Connection, DeviceDescription, DeviceId, ReportLink, Transport, TransportEvent};

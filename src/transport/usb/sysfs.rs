@@ -33,7 +33,7 @@ const MAX_UEVENT_FILE: usize = 4096;
 const MAX_STRING_ATTR: usize = 1024;
 
 /// Longest name kept for display.
-const MAX_NAME_CHARS: usize = 128;
+pub(crate) const MAX_NAME_CHARS: usize = 128;
 
 /// Most entries read from `/sys/class/hidraw` (the kernel has 64 hidraw minors by default).
 const MAX_NODES: usize = 4096;
@@ -237,13 +237,12 @@ fn hex_field(field: &[u8], len: usize) -> Option<u32> {
 /// characters, trimmed, at most [`MAX_NAME_CHARS`]; `None` when nothing is left.
 fn clean_name(raw: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(raw);
-    let clean: String = text
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_NAME_CHARS)
-        .collect();
-    (!clean.is_empty()).then_some(clean)
+    // Controls go first, so that blanks next to them (`"\0 \0"`) are trimmed too; the cut
+    // may end on a blank, hence the second trim.
+    let visible: String = text.chars().filter(|c| !c.is_control()).collect();
+    let clean: String = visible.trim().chars().take(MAX_NAME_CHARS).collect();
+    let clean = clean.trim_end();
+    (!clean.is_empty()).then(|| clean.to_owned())
 }
 
 fn read_string_attr(path: &Path) -> Option<String> {
@@ -373,6 +372,22 @@ mod tests {
             MAX_NAME_CHARS
         );
         assert_eq!(clean_name(b"\x01\x02"), None);
+    }
+
+    /// Found by the `usb_uevent` fuzz target: blanks behind control characters survived the
+    /// trim, so a name of only NULs and spaces was kept as a blank product name.
+    #[test]
+    fn blanks_behind_control_characters_are_trimmed() {
+        let text = b"HID_ID=0003:00001050:00000407\nHID_NAME=\0\0  Yubi\0Key \0 \x07\n";
+        let (_, name) = parse_hid_uevent(text).unwrap();
+        assert_eq!(name.as_deref(), Some("YubiKey"));
+        let (_, name) =
+            parse_hid_uevent(b"HID_ID=0003:00001050:00000407\nHID_NAME=\0 \0  \0\n").unwrap();
+        assert_eq!(name, None);
+        // Cut at the limit right after a blank: no trailing blank either.
+        let long = format!("{} b", "a".repeat(MAX_NAME_CHARS - 1));
+        let cut = clean_name(long.as_bytes()).unwrap();
+        assert_eq!(cut, "a".repeat(MAX_NAME_CHARS - 1));
     }
 
     #[tokio::test]
